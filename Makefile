@@ -1,0 +1,50 @@
+# The course's entry points. `make test` and `make hub` work on a fresh Debian machine as root.
+SHELL := /bin/bash
+PYTHON_BASE ?= /usr/bin/python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := bubblewrap chromium git make
+ASSIGNMENT ?= lecture01
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps test test-fast demo build lock clean
+
+# Debian packages the tests and the sandbox need (skipped when present or not root).
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "apt-get install$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "warning: missing Debian packages:$$missing (run as root to install)"; fi; fi
+	@test -x $(PYTHON_BASE) || { echo "need $(PYTHON_BASE) (Debian python3.11)"; exit 1; }
+
+# The venv is built from Debian's python3.11 (readable by every Unix user, which the hub needs),
+# with the pinned lock as constraints.
+$(STAMP): pyproject.toml requirements.lock | system-deps
+	@test -d $(VENV) || $(PYTHON_BASE) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check uv==0.13.9
+	$(VENV)/bin/uv pip install -q --python $(PY) -c requirements.lock -e '.[test,hub,otter]'
+	@touch $@
+
+install: system-deps $(STAMP)
+
+test: install
+	$(PY) -m pytest -n auto --dist loadgroup $(PYTEST_ARGS) grader_tests
+
+# The fast tier: everything but TensorFlow courseworks, hub and browser tests.
+test-fast: install
+	$(PY) -m pytest -n auto --dist loadgroup -m "not slow" $(PYTEST_ARGS) grader_tests
+
+demo: install
+	$(VENV)/bin/mlbd demo --assignment $(ASSIGNMENT)
+
+build: install
+	$(VENV)/bin/mlbd build
+
+# Re-resolve the pinned stack after changing pyproject.toml.
+lock:
+	$(VENV)/bin/uv pip compile -q --python-version 3.11 --all-extras pyproject.toml -o requirements.lock
+
+clean:
+	rm -rf autograded feedback submitted .exchange gradebook.db

@@ -1,0 +1,104 @@
+"""Shared fixtures: the course under test and cached notebook executions.
+
+Assignments are discovered from ``source/``, so a new notebook is covered without editing tests.
+Each assignment's tests share one xdist group, so its notebooks execute once per worker.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mlbd.course import assignments, notebooks
+from mlbd import validate
+
+ROOT = Path(__file__).resolve().parent.parent
+WRONG_DIR = Path(__file__).resolve().parent / "wrong_answers"
+TF_ASSIGNMENTS = {f"lecture{n:02d}" for n in range(10, 16)} | {"coursework2"}
+
+
+def pytest_generate_tests(metafunc):
+    if "assignment" in metafunc.fixturenames:
+        params = []
+        for a in assignments(ROOT):
+            marks = [pytest.mark.xdist_group(a)]
+            if a in TF_ASSIGNMENTS or a.startswith("coursework"):
+                marks.append(pytest.mark.slow)
+            params.append(pytest.param(a, id=a, marks=marks))
+        metafunc.parametrize("assignment", params)
+
+
+@pytest.fixture(scope="session")
+def course_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def _cache():
+    return {}
+
+
+@pytest.fixture(scope="session")
+def scratch(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+def _cached(cache, key, make):
+    if key not in cache:
+        try:
+            cache[key] = ("ok", make())
+        except Exception as exc:  # noqa: BLE001  (re-raised for every test that asks)
+            cache[key] = ("error", exc)
+    status, value = cache[key]
+    if status == "error":
+        raise value
+    return value
+
+
+def source_notebooks(assignment: str) -> list[Path]:
+    return notebooks(ROOT, assignment, "source")
+
+
+def release_path(source_nb: Path) -> Path:
+    return ROOT / "release" / source_nb.parent.name / source_nb.name
+
+
+@pytest.fixture
+def instructor_runs(assignment, _cache, scratch):
+    """Executions of the instructor notebooks (with solutions and hidden tests), once per worker."""
+    def make():
+        return [validate.execute(nb, scratch / assignment / "instructor" / nb.stem) for nb in source_notebooks(assignment)]
+    return _cached(_cache, ("instructor", assignment), make)
+
+
+@pytest.fixture
+def blank_runs(assignment, _cache, scratch):
+    """Executions of the released (blank) student notebooks, with the hidden tests put back.
+
+    A blank release must fail its hidden tests too, so the tests of the instructor version are
+    spliced into the student version before it runs, as the autograder would do.
+    """
+    def make():
+        runs = []
+        for nb in source_notebooks(assignment):
+            work = scratch / assignment / "blank" / nb.stem
+            work.mkdir(parents=True, exist_ok=True)
+            target = work / nb.name
+            shutil.copy(release_path(nb), target)
+            restore_tests(nb, target)
+            runs.append(validate.execute(target, work))
+        return runs
+    return _cached(_cache, ("blank", assignment), make)
+
+
+def restore_tests(source_nb: Path, student_nb: Path) -> None:
+    import nbformat
+
+    src = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nbformat.read(str(source_nb), as_version=4).cells}
+    student = nbformat.read(str(student_nb), as_version=4)
+    for cell in student.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in src and validate.kind_of(cell) == "tests":
+            cell.source = src[gid].source
+    nbformat.write(student, str(student_nb))

@@ -1,0 +1,1 @@
+"""mlbd: the course platform for Machine Learning with Big-Data."""

@@ -1,0 +1,98 @@
+"""`mlbd`: the command line, a thin layer over the library modules.
+
+Every subcommand parses its arguments, calls one library function and turns ``CourseError`` into
+a one-line message with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .course import CourseError, find_course_dir
+
+
+def _course(args) -> Path:
+    if getattr(args, "course_dir", None):
+        path = Path(args.course_dir).resolve()
+        if not (path / "nbgrader_config.py").is_file():
+            raise CourseError(f"{path} is not a course directory (no nbgrader_config.py)")
+        return path
+    return find_course_dir()
+
+
+def cmd_build(args) -> int:
+    from .build import build
+
+    build(_course(args), args.assignments)
+    return 0
+
+
+def cmd_nb(args) -> int:
+    from . import authoring
+
+    if args.action == "import":
+        authoring.import_text(Path(args.src), Path(args.dest))
+        print(f"wrote {args.dest}")
+    else:
+        text = authoring.export_text(Path(args.src))
+        if args.dest:
+            Path(args.dest).write_text(text)
+        else:
+            sys.stdout.write(text)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.run(args.what, _course(args), args)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(_course(args), args.assignment, workdir=args.workdir)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlbd", description="Autograded coursework platform for Machine Learning with Big-Data")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="regenerate release/ from source/ with nbgrader")
+    b.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
+    b.add_argument("--course-dir")
+    b.set_defaults(func=cmd_build)
+
+    n = sub.add_parser("nb", help="convert an instructor notebook to/from the plain-text authoring format")
+    n.add_argument("action", choices=["import", "export"])
+    n.add_argument("src")
+    n.add_argument("dest", nargs="?")
+    n.set_defaults(func=cmd_nb)
+
+    be = sub.add_parser("bench", help="benchmarks that print tables (content: per-notebook runtime; data)")
+    be.add_argument("what", choices=["content", "data"])
+    be.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
+    be.add_argument("--course-dir")
+    be.add_argument("--out", help="also write the table as CSV here")
+    be.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("demo", help="the whole cycle without a browser: release, 3 students submit, grade, feedback")
+    d.add_argument("--assignment", default="lecture01")
+    d.add_argument("--workdir", help="scratch course copy (default: a temporary folder)")
+    d.add_argument("--course-dir")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CourseError as exc:
+        print(f"mlbd: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

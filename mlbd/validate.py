@@ -1,0 +1,235 @@
+"""Proving a course sound: execute notebooks, score their test cells, inject known wrong answers.
+
+This is the course maintainer's tool behind ``grader_tests``. It runs trusted instructor material,
+so it executes notebooks directly with nbclient (no sandbox); student submissions go through
+``mlbd grade`` instead.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from .authoring import kind_of
+from .course import tool_env
+
+SOLUTION_RE = re.compile(r"### BEGIN SOLUTION(.*?)### END SOLUTION", re.S)
+HIDDEN_RE = re.compile(r"### BEGIN HIDDEN TESTS(.*?)### END HIDDEN TESTS", re.S)
+MARK_SCHEME_RE = re.compile(r"=== BEGIN MARK SCHEME ===(.*?)=== END MARK SCHEME ===", re.S)
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS",
+           "BEGIN MARK SCHEME", "END MARK SCHEME")
+
+# Code that would reach the network or call a downloader (curriculum 0.3).
+NETWORK_PATTERNS = [
+    r"\bfetch_[a-z_]+\s*\(", r"keras\.datasets", r"\.load_data\s*\(", r"load_dataset\s*\(",
+    r"https?://", r"\burllib\b", r"\brequests\b", r"\bsocket\b", r"\bhttp\.client\b",
+]
+
+
+def kernel_env() -> dict:
+    env = tool_env({"MLBD_OFFLINE": "1", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0",
+                    "TF_CPP_MIN_LOG_LEVEL": "2", "MLBD_FULL_RUN": "0"})
+    return env
+
+
+def graded_cells(nb) -> dict[str, dict]:
+    """grade_id → {kind, points, index} for every cell that carries points."""
+    out = {}
+    for i, cell in enumerate(nb.cells):
+        md = cell.metadata.get("nbgrader", {})
+        kind = kind_of(cell)
+        if kind in {"tests", "answer", "task"}:
+            out[md["grade_id"]] = {"kind": kind, "points": float(md.get("points", 0)), "index": i}
+    return out
+
+
+def cell_failed(cell) -> bool:
+    return any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+
+
+def error_text(cell) -> str:
+    for o in cell.get("outputs", []):
+        if o.get("output_type") == "error":
+            return f"{o.get('ename')}: {o.get('evalue')}"
+    return ""
+
+
+@dataclass
+class Execution:
+    nb: nbformat.NotebookNode
+    seconds: float
+    scores: dict[str, float] = field(default_factory=dict)   # autograded tests only
+    max_scores: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        return sum(self.scores.values())
+
+    @property
+    def max_score(self) -> float:
+        return sum(self.max_scores.values())
+
+
+def _client(nb, workdir: Path, timeout: int) -> NotebookClient:
+    return NotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3",
+                          resources={"metadata": {"path": str(workdir)}})
+
+
+def execute(path: Path, workdir: Path, timeout: int = 300) -> Execution:
+    """Run a notebook top to bottom in a fresh kernel (errors recorded, not raised) and score it.
+
+    ``workdir`` becomes the kernel's working directory, so files a notebook writes stay there.
+    """
+    nb = nbformat.read(str(path), as_version=4)
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    client = _client(nb, workdir, timeout)
+    client.execute(env=kernel_env(), cwd=str(workdir))
+    run = Execution(nb=nb, seconds=time.perf_counter() - start)
+    for gid, info in graded_cells(nb).items():
+        if info["kind"] != "tests":
+            continue
+        cell = nb.cells[info["index"]]
+        failed = cell_failed(cell)
+        run.max_scores[gid] = info["points"]
+        run.scores[gid] = 0.0 if failed else info["points"]
+        if failed:
+            run.errors[gid] = error_text(cell)
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# Known wrong answers
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class WrongAnswer:
+    solution_id: str
+    must_fail: list[str]
+    description: str
+    code: str
+    line: int
+
+
+def parse_wrong_answers(text: str, origin: str = "<wrong answers>") -> list[WrongAnswer]:
+    """Parse ``%% wrong SOLUTION_ID -> TEST_ID[,TEST_ID] : description`` blocks."""
+    items: list[WrongAnswer] = []
+    header = None
+    body: list[str] = []
+
+    def close():
+        if header is not None:
+            items.append(WrongAnswer(**header, code="\n".join(body).strip("\n")))
+
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.startswith("%% wrong "):
+            close()
+            body = []
+            m = re.match(r"%% wrong\s+(\S+)\s*->\s*([\w,\s-]+?)\s*:\s*(.+)$", line)
+            if not m:
+                raise ValueError(f"{origin}:{lineno}: expected '%% wrong SOLUTION_ID -> TEST_ID[,TEST_ID] : description'")
+            header = {"solution_id": m.group(1), "must_fail": [t.strip() for t in m.group(2).split(",") if t.strip()],
+                      "description": m.group(3).strip(), "line": lineno}
+        elif header is None:
+            if line.strip() and not line.startswith("#"):
+                raise ValueError(f"{origin}:{lineno}: text before the first '%% wrong' header")
+        else:
+            body.append(line)
+    close()
+    return items
+
+
+def run_wrong_answers(path: Path, wrong: list[WrongAnswer], workdir: Path, timeout: int = 300) -> dict[int, dict]:
+    """Inject each wrong answer into one warm kernel and run only the tests it should fail.
+
+    The kernel first runs every non-test cell of the instructor notebook (the set-up and the
+    reference answers). For each wrong answer it then runs the wrong code in place of its
+    solution cell, runs the named test cells, records which passed, and re-runs the reference
+    solution cell so that the next wrong answer starts from a correct state.
+    Returns ``{index in wrong: {"failed": [...], "passed": [...]}}``.
+    """
+    nb = nbformat.read(str(path), as_version=4)
+    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): (i, c) for i, c in enumerate(nb.cells)}
+    for w in wrong:
+        for gid in [w.solution_id, *w.must_fail]:
+            if gid not in cells:
+                raise KeyError(f"wrong answer at line {w.line}: no cell with grade_id {gid!r} in {path.name}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    client = _client(nb, workdir, timeout)
+    results: dict[int, dict] = {}
+    with client.setup_kernel(env=kernel_env(), cwd=str(workdir)):
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code" and kind_of(cell) != "tests":
+                client.execute_cell(cell, i)
+        for n, w in enumerate(wrong):
+            sol_index, sol_cell = cells[w.solution_id]
+            probe = nbformat.v4.new_code_cell(w.code)
+            client.execute_cell(probe, sol_index)
+            outcome = {"failed": [], "passed": [], "setup_error": error_text(probe) if cell_failed(probe) else ""}
+            for gid in w.must_fail:
+                idx, test_cell = cells[gid]
+                probe_test = nbformat.v4.new_code_cell(test_cell.source)
+                client.execute_cell(probe_test, idx)
+                (outcome["failed"] if cell_failed(probe_test) else outcome["passed"]).append(gid)
+            results[n] = outcome
+            restore = nbformat.v4.new_code_cell(sol_cell.source)
+            client.execute_cell(restore, sol_index)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Static checks on released notebooks
+# ---------------------------------------------------------------------------------------------
+
+def _distinctive_lines(region: str, elsewhere: str) -> list[str]:
+    """Lines of a secret region worth searching for: long enough and not also public text."""
+    lines = []
+    for line in region.splitlines():
+        s = line.strip()
+        if len(s) >= 12 and not s.startswith("#") and s not in elsewhere:
+            lines.append(s)
+    return lines
+
+
+def leaks(source_path: Path, release_path: Path) -> list[str]:
+    """Everything secret in the instructor notebook that can be found in the student version."""
+    src = nbformat.read(str(source_path), as_version=4)
+    rel_text = "\n".join(c.source for c in nbformat.read(str(release_path), as_version=4).cells)
+    secret_regions, public = [], []
+    for cell in src.cells:
+        regions = SOLUTION_RE.findall(cell.source) + HIDDEN_RE.findall(cell.source) + MARK_SCHEME_RE.findall(cell.source)
+        secret_regions.extend(regions)
+        public.append(MARK_SCHEME_RE.sub("", HIDDEN_RE.sub("", SOLUTION_RE.sub("", cell.source))))
+    public_text = "\n".join(public)
+    found = [f"marker {m!r} left in the release" for m in MARKERS if m in rel_text]
+    for region in secret_regions:
+        for line in _distinctive_lines(region, public_text):
+            if line in rel_text:
+                found.append(f"secret line in the release: {line[:80]!r}")
+    return found
+
+
+def network_uses(path: Path) -> list[str]:
+    nb = nbformat.read(str(path), as_version=4)
+    hits = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for pat in NETWORK_PATTERNS:
+            for m in re.finditer(pat, cell.source):
+                hits.append(f"cell {i}: {m.group(0)!r}")
+    return hits
+
+
+def points_summary(path: Path) -> dict[str, float]:
+    nb = nbformat.read(str(path), as_version=4)
+    totals = {"auto": 0.0, "manual": 0.0}
+    for info in graded_cells(nb).values():
+        totals["auto" if info["kind"] == "tests" else "manual"] += info["points"]
+    totals["total"] = totals["auto"] + totals["manual"]
+    return totals
