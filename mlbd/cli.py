@@ -71,10 +71,13 @@ def parser() -> argparse.ArgumentParser:
     n.set_defaults(func=cmd_nb)
 
     be = sub.add_parser("bench", help="benchmarks that print tables (content: per-notebook runtime; data)")
-    be.add_argument("what", choices=["content", "data"])
+    from .bench import BENCHES
+
+    be.add_argument("what", choices=sorted(BENCHES))
     be.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
     be.add_argument("--course-dir")
     be.add_argument("--out", help="also write the table as CSV here")
+    be.add_argument("--users", type=int, default=50, help="hub benchmark: concurrent students")
     be.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="the whole cycle without a browser: release, 3 students submit, grade, feedback")
