@@ -55,6 +55,21 @@ def cmd_demo(args) -> int:
     return run_demo(_course(args), args.assignment, workdir=args.workdir)
 
 
+def cmd_otter(args) -> int:
+    from . import otter
+
+    course = _course(args)
+    out = Path(args.out or course / "otter" / args.assignment).resolve()
+    for name, paths in otter.convert(course, args.assignment, out).items():
+        print(f"{name}:")
+        for key in ("student", "autograder_zip", "master"):
+            print(f"  {key:15} {paths[key]}")
+    print("not expressible in otter (graded by hand on Gradescope):")
+    for line in otter.UNSUPPORTED:
+        print(f"  - {line}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlbd", description="Autograded coursework platform for Machine Learning with Big-Data")
     sub = p.add_subparsers(dest="command", required=True)
@@ -79,6 +94,12 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--out", help="also write the table as CSV here")
     be.add_argument("--users", type=int, default=50, help="hub benchmark: concurrent students")
     be.set_defaults(func=cmd_bench)
+
+    o = sub.add_parser("otter", help="convert an assignment to otter-grader (student notebook + Gradescope autograder zip)")
+    o.add_argument("assignment")
+    o.add_argument("--out", help="output folder (default: otter/ASSIGNMENT)")
+    o.add_argument("--course-dir")
+    o.set_defaults(func=cmd_otter)
 
     d = sub.add_parser("demo", help="the whole cycle without a browser: release, 3 students submit, grade, feedback")
     d.add_argument("--assignment", default="lecture01")

@@ -1,0 +1,98 @@
+"""The otter-grader path: every assignment converts, and otter grades like nbgrader does."""
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from mlbd import otter, validate
+from mlbd.authoring import kind_of
+
+from conftest import ROOT, WRONG_DIR, _cached, source_notebooks
+
+
+@pytest.fixture
+def otter_build(assignment, _cache, scratch):
+    return _cached(_cache, ("otter", assignment), lambda: otter.convert(ROOT, assignment, scratch / assignment / "otter"))
+
+
+def _auto_points_per_question(source_nb):
+    """nbgrader's points per solution cell: the sum of the test cells that follow it."""
+    nb = nbformat.read(str(source_nb), as_version=4)
+    points, current = {}, None
+    for cell in nb.cells:
+        kind = kind_of(cell)
+        if kind == "solution":
+            current = cell.metadata["nbgrader"]["grade_id"]
+            points.setdefault(current, 0.0)
+        elif kind == "tests":
+            points[current] += float(cell.metadata["nbgrader"]["points"])
+    return points
+
+
+def _nbgrader_scores_per_question(source_nb, run):
+    nb = nbformat.read(str(source_nb), as_version=4)
+    scores, current = {}, None
+    for cell in nb.cells:
+        kind = kind_of(cell)
+        if kind == "solution":
+            current = cell.metadata["nbgrader"]["grade_id"]
+            scores.setdefault(current, 0.0)
+        elif kind == "tests":
+            scores[current] += run.scores[cell.metadata["nbgrader"]["grade_id"]]
+    return scores
+
+
+def test_otter_solution_full_marks_and_blank_zero(assignment, otter_build, scratch):
+    for src in source_notebooks(assignment):
+        built = otter_build[src.name]
+        expected = _auto_points_per_question(src)
+        solution = otter.otter_run(built["autograder_zip"], built["solution"], scratch / assignment / "otter-run" / "solution")
+        blank = otter.otter_run(built["autograder_zip"], built["student"], scratch / assignment / "otter-run" / "blank")
+        got = {q: s for q, s in solution.items() if q in expected}
+        assert got == {q: (p, p) for q, p in expected.items()}, f"solution under otter: {solution}"
+        assert {q: s[0] for q, s in blank.items() if q in expected} == {q: 0.0 for q in expected}
+
+
+def test_otter_student_version_leaks_nothing(assignment, otter_build):
+    for src in source_notebooks(assignment):
+        student = otter_build[src.name]["student"]
+        found = validate.leaks(src, student)
+        assert not found, "\n".join(found)
+
+
+def test_otter_matches_nbgrader_on_known_wrong_answers(assignment, otter_build, scratch):
+    """One submission per notebook carrying the first known wrong answer of every exercise:
+    otter and nbgrader's all-or-nothing test cells give the same per-question scores."""
+    wrong = validate.parse_wrong_answers((WRONG_DIR / f"{assignment}.txt").read_text())
+    for src in source_notebooks(assignment):
+        ids = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nbformat.read(str(src), as_version=4).cells}
+        chosen = {}
+        for w in wrong:
+            if w.solution_id in ids and w.solution_id not in chosen:
+                chosen[w.solution_id] = w
+        if not chosen:
+            continue
+        # nbgrader side: the instructor notebook with the wrong answers in place of the solutions
+        nb = nbformat.read(str(src), as_version=4)
+        for cell in nb.cells:
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if gid in chosen:
+                cell.source = chosen[gid].code
+        work = scratch / assignment / "otter-wrong" / src.stem
+        work.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(work / "nbgrader.ipynb"))
+        run = validate.execute(work / "nbgrader.ipynb", work / "nbgrader-run")
+        nbgrader_scores = _nbgrader_scores_per_question(src, run)
+        # otter side: the otter solution notebook with the same wrong answers
+        sub = nbformat.read(str(otter_build[src.name]["solution"]), as_version=4)
+        for gid, w in chosen.items():
+            key = next(line.strip() for line in ids[gid].source.splitlines()
+                       if line.strip() and "SOLUTION" not in line)
+            matches = [c for c in sub.cells if c.cell_type == "code" and key in c.source]
+            assert matches, f"cannot find exercise {gid} in the otter notebook"
+            matches[0].source = w.code
+        nbformat.write(sub, str(work / "otter.ipynb"))
+        otter_scores = otter.otter_run(otter_build[src.name]["autograder_zip"], work / "otter.ipynb", work / "otter-run")
+        got = {q: otter_scores[q][0] for q in nbgrader_scores}
+        assert got == nbgrader_scores
+        assert sum(got.values()) < sum(_auto_points_per_question(src).values()), "the wrong answers must lose points"
