@@ -10,7 +10,9 @@ import sys
 import nbformat
 import pytest
 
-from conftest import TF_ASSIGNMENTS, source_notebooks
+from mlbd.course import assignments
+
+from conftest import ROOT, source_notebooks
 
 PROBE = """
 import os, json
@@ -56,12 +58,18 @@ def test_gpu_is_used_when_visible():
     assert "GPU" in result["device"].upper()
 
 
-TF_NOTEBOOKS = [nb for a in sorted(TF_ASSIGNMENTS) for nb in source_notebooks(a)]
+def _uses_tensorflow(nb) -> bool:
+    code = "\n".join(c.source for c in nbformat.read(str(nb), as_version=4).cells if c.cell_type == "code")
+    return re.search(r"^\s*(import|from)\s+(tensorflow|keras)\b", code, re.M) is not None
+
+
+TF_NOTEBOOKS = [nb for a in assignments(ROOT) for nb in source_notebooks(a) if _uses_tensorflow(nb)]
 
 
 @pytest.mark.parametrize("nb", TF_NOTEBOOKS, ids=lambda p: p.parent.name)
 def test_tf_notebooks_follow_the_gpu_policy(nb):
-    """No device pinning, a FULL_RUN switch read from MLBD_FULL_RUN, seeds and op determinism."""
+    """Every notebook that imports TensorFlow/Keras: no device pinning, FULL_RUN from MLBD_FULL_RUN,
+    seeds and op determinism."""
     code = "\n".join(c.source for c in nbformat.read(str(nb), as_version=4).cells if c.cell_type == "code")
     assert not re.search(r"/(device:)?GPU:\d", code, re.I), "notebooks must not pin a device; TF places ops itself"
     assert "set_random_seed" in code, "TensorFlow notebooks seed with keras.utils.set_random_seed"
