@@ -126,10 +126,8 @@ def master_notebook(source_nb: Path, assignment: str, requirements: str, files: 
             out.cells.append(_raw("# END SOLUTION"))
             out.cells.append(_raw("# END QUESTION"))
         else:
-            if open_question and cell.cell_type == "code":
-                close_question()  # set-up code between exercises stays outside any question
             if open_question == "tests":
-                close_question()
+                close_question()  # anything after a question's tests starts the next exercise
             fresh = nbformat.v4.new_markdown_cell(cell.source) if cell.cell_type == "markdown" \
                 else nbformat.v4.new_code_cell(cell.source)
             out.cells.append(fresh)
