@@ -70,6 +70,20 @@ def cmd_otter(args) -> int:
     return 0
 
 
+def cmd_grade(args) -> int:
+    from .grading.pipeline import grade
+
+    grade(_course(args), args.assignment, students=args.student or None, jobs=args.jobs,
+          executor=args.executor, force=args.force, sandbox=args.sandbox)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import report
+
+    return report(_course(args), args.assignment, fmt=args.format, plots=args.plots)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlbd", description="Autograded coursework platform for Machine Learning with Big-Data")
     sub = p.add_subparsers(dest="command", required=True)
@@ -100,6 +114,23 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--out", help="output folder (default: otter/ASSIGNMENT)")
     o.add_argument("--course-dir")
     o.set_defaults(func=cmd_otter)
+
+    g = sub.add_parser("grade", help="autograde submissions: sandboxed, parallel, resumable, tamper-aware")
+    g.add_argument("assignment")
+    g.add_argument("--course-dir")
+    g.add_argument("--student", action="append", metavar="ID", help="grade only this student (repeatable)")
+    g.add_argument("--jobs", type=int, help="parallel kernels (default: number of cores)")
+    g.add_argument("--executor", default="local", help="local (process pool), dask (LocalCluster) or tcp://HOST:PORT")
+    g.add_argument("--force", action="store_true", help="regrade submissions that are already graded")
+    g.add_argument("--sandbox", choices=["bwrap", "none"], help="none: no sandbox (development only)")
+    g.set_defaults(func=cmd_grade)
+
+    r = sub.add_parser("report", help="grades of an assignment: table, csv (nbgrader export), json, canvas, plots")
+    r.add_argument("assignment")
+    r.add_argument("--course-dir")
+    r.add_argument("--format", default="table", choices=["table", "csv", "json", "canvas"])
+    r.add_argument("--plots", metavar="DIR", help="write per-question and total score histograms (PNG) here")
+    r.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="the whole cycle without a browser: release, 3 students submit, grade, feedback")
     d.add_argument("--assignment", default="lecture01")

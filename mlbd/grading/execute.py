@@ -1,0 +1,236 @@
+"""Execute one prepared notebook in the sandbox (the untrusted step; runs in any worker).
+
+``execute_job(job) -> dict`` is a plain function over plain data (notebook JSON in, notebook JSON
+out), so the same code runs in the local process pool and on Dask workers anywhere.
+
+What it adds to nbclient:
+- every error reply becomes an error output (an exception hidden by a patched ``showtraceback``
+  still fails its cell, as in nbgrader's Execute);
+- outputs are bounded in bytes per cell and per notebook while they arrive;
+- a kernel that dies (``os._exit``, memory limit, CPU limit, fork loop) marks its cell with the
+  reason, and a fresh kernel replays the cells before it and carries on (at most
+  ``Sandbox.max_restarts`` times); a whole-notebook wall-clock limit stops runaway notebooks.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from traitlets import Integer
+from traitlets.config import Config
+
+from .kernel import SandboxedKernelManager
+from .sandbox import Sandbox
+
+TRUNCATED = "\n[mlbd: output truncated: this {what} exceeded {limit} bytes]\n"
+
+
+def error_output(ename: str, evalue: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+def _size(content: dict) -> int:
+    n = 0
+    for key in ("text", "evalue", "ename"):
+        v = content.get(key)
+        if isinstance(v, str):
+            n += len(v)
+    for v in (content.get("data") or {}).values():
+        n += len(v) if isinstance(v, str) else len(str(v))
+    for line in content.get("traceback") or []:
+        n += len(line)
+    return n
+
+
+class GradingClient(NotebookClient):
+    max_output_bytes_cell = Integer(1_000_000).tag(config=True)
+    max_output_bytes_notebook = Integer(8_000_000).tag(config=True)
+
+    def __init__(self, nb, **kw):
+        super().__init__(nb, **kw)
+        self.cell_bytes: dict[int, int] = {}
+        self.total_bytes = 0
+        self.truncated: set[int] = set()
+        self.on_cell_executed = self._record_error_reply
+
+    def output(self, outs, msg, display_id, cell_index):
+        content = msg.get("content", {})
+        size = _size(content)
+        used = self.cell_bytes.get(cell_index, 0)
+        cell_room = self.max_output_bytes_cell - used
+        nb_room = self.max_output_bytes_notebook - self.total_bytes
+        room = min(cell_room, nb_room)
+        if size > room:
+            what, limit = (("cell", self.max_output_bytes_cell) if cell_room <= nb_room
+                           else ("notebook", self.max_output_bytes_notebook))
+            if msg["msg_type"] == "stream" and room > 0:
+                msg = copy.copy(msg)
+                msg["content"] = dict(content, text=content.get("text", "")[:room])
+                size = room
+            elif msg["msg_type"] == "error":   # always keep the failure itself, shortened
+                msg = copy.copy(msg)
+                msg["content"] = dict(content, evalue=str(content.get("evalue", ""))[:2000], traceback=[])
+                size = len(msg["content"]["evalue"])
+            else:
+                size = 0
+            out = super().output(outs, msg, display_id, cell_index) if size else None
+            self.cell_bytes[cell_index] = used + size
+            self.total_bytes += size
+            if cell_index not in self.truncated:
+                self.truncated.add(cell_index)
+                outs.append(nbformat.v4.new_output("stream", name="stdout",
+                                                   text=TRUNCATED.format(what=what, limit=limit)))
+            return out
+        self.cell_bytes[cell_index] = used + size
+        self.total_bytes += size
+        return super().output(outs, msg, display_id, cell_index)
+
+    def _record_error_reply(self, cell, cell_index, execute_reply):
+        content = (execute_reply or {}).get("content", {})
+        if content.get("status") == "error":
+            if not any(o.get("output_type") == "error" and o.get("ename") == content.get("ename")
+                       for o in cell.outputs):
+                cell.outputs.append(nbformat.v4.new_output(
+                    "error", ename=str(content.get("ename", "Error")), evalue=str(content.get("evalue", ""))[:2000],
+                    traceback=[str(x) for x in (content.get("traceback") or [])][:100]
+                    or ["ERROR: an error occurred while tracebacks were disabled"]))
+
+
+def _death_reason(km, seconds: float, sandbox: Sandbox) -> str:
+    events = getattr(km, "limit_events", {}) or {}
+    hit = []
+    if events.get("pids"):
+        hit.append(f"process limit of {sandbox.pids_max} reached (fork loop?)")
+    if events.get("memory"):
+        hit.append(f"memory limit of {sandbox.memory_mb} MiB exceeded")
+    if hit:
+        return "the kernel was killed: " + " and ".join(hit)
+    log = getattr(km, "kernel_log_tail", "") or ""
+    if "CPU time limit" in log or "SIGXCPU" in log:
+        return f"the kernel was killed: CPU time limit of {sandbox.cpu_seconds} s exceeded"
+    return "the kernel died while running this cell (os._exit, a crash or a kill); later cells ran in a fresh kernel"
+
+
+async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | None) -> dict:
+    sandbox = Sandbox(config=cfg)
+    client = GradingClient(
+        nb, config=cfg, kernel_manager_class=SandboxedKernelManager, kernel_name=kernel_name,
+        timeout=timeout, allow_errors=True, interrupt_on_timeout=True, shutdown_kernel="immediate",
+        record_timing=False, resources={"metadata": {"path": workdir}},
+        max_output_bytes_cell=sandbox.max_output_bytes_cell,
+        max_output_bytes_notebook=sandbox.max_output_bytes_notebook,
+        error_on_timeout={"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {timeout} s",
+                          "traceback": [f"CellTimeoutError: the cell ran longer than {timeout} s"]},
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + sandbox.wall_seconds
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
+    for i in code:
+        nb.cells[i].outputs = []
+    pos, restarts, skip = 0, 0, set()
+    notes: list[str] = []
+    limits: dict[str, bool] = {}
+
+    def abandon(from_pos: int, ename: str, evalue: str) -> None:
+        for j in code[from_pos:]:
+            nb.cells[j].outputs.append(error_output(ename, evalue))
+
+    while pos < len(code):
+        died_at, why, km = None, "", None
+        try:
+            async with client.async_setup_kernel():
+                km = client.km
+                if pos:
+                    saved = {j: copy.deepcopy(nb.cells[j]) for j in code[:pos]}
+                    for j in code[:pos]:
+                        if j not in skip:
+                            await asyncio.wait_for(client.async_execute_cell(copy.deepcopy(nb.cells[j]), j),
+                                                   max(1.0, deadline - loop.time()))
+                    for j, cell in saved.items():
+                        nb.cells[j] = cell
+                while pos < len(code):
+                    i = code[pos]
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise asyncio.TimeoutError
+                    start = time.monotonic()
+                    try:
+                        await asyncio.wait_for(client.async_execute_cell(nb.cells[i], i), remaining)
+                    except (DeadKernelError, CellTimeoutError) as exc:
+                        died_at, why = i, str(exc)
+                        break
+                    pos += 1
+                    if any(o.get("ename") == "CellTimeoutError" for o in nb.cells[i].outputs):
+                        # interrupted: make sure the kernel came back before going on
+                        timed_out = nb.cells[i]
+                        try:
+                            await asyncio.wait_for(client.async_execute_cell(nbformat.v4.new_code_cell("pass"), i), 10)
+                            nb.cells[i] = timed_out
+                        except Exception:  # noqa: BLE001
+                            nb.cells[i] = timed_out
+                            died_at, why = i, "timeout"
+                            pos -= 1
+                            break
+                    del start
+        except asyncio.TimeoutError:
+            i = code[min(pos, len(code) - 1)]
+            nb.cells[i].outputs.append(error_output(
+                "WallClockLimit", f"the notebook exceeded its wall-clock limit of {sandbox.wall_seconds} s"))
+            abandon(pos + 1, "NotRun", "not run: the notebook exceeded its wall-clock limit")
+            notes.append(f"wall-clock limit of {sandbox.wall_seconds} s exceeded")
+            break
+        except DeadKernelError:
+            died_at, why = code[pos], "died during replay"
+        except Exception as exc:  # noqa: BLE001  (kernel failed to start: sandbox or kernelspec)
+            msg = f"the kernel could not start: {type(exc).__name__}: {exc}"[:500]
+            abandon(pos, "KernelStartError", msg)
+            notes.append(msg)
+            break
+        if km is not None:
+            limits.update({k: v for k, v in (getattr(km, "limit_events", {}) or {}).items() if v})
+        if died_at is None:
+            break
+        reason = ("the cell ran longer than its time limit and could not be interrupted" if why == "timeout"
+                  else _death_reason(km, 0, sandbox))
+        if not any(o.get("output_type") == "error" for o in nb.cells[died_at].outputs):
+            nb.cells[died_at].outputs.append(error_output("KernelDied", reason))
+        notes.append(f"cell {died_at}: {reason}")
+        skip.add(died_at)
+        pos = code.index(died_at) + 1
+        restarts += 1
+        if restarts > sandbox.max_restarts and pos < len(code):
+            abandon(pos, "NotRun", f"not run: the kernel died {restarts} times")
+            break
+    return {"notes": notes, "restarts": restarts, "limits": limits,
+            "truncated": sorted(client.truncated)}
+
+
+def execute_job(job: dict) -> dict:
+    """Run one prepared notebook; ``job`` holds ``notebook`` (JSON), ``files``, ``config``,
+    ``kernel_name``, ``timeout``. Returns ``{"notebook": JSON, "notes", "restarts", "limits",
+    "seconds"}``. Never raises for anything the student's code does."""
+    start = time.perf_counter()
+    nb = nbformat.reads(job["notebook"], as_version=4)
+    cfg = Config(job.get("config") or {})
+    workdir = tempfile.mkdtemp(prefix="mlbd-job-")
+    try:
+        for rel, data in (job.get("files") or {}).items():
+            target = Path(workdir) / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        out = asyncio.run(_run(nb, cfg, workdir, job.get("kernel_name") or "python3", job.get("timeout")))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    out["notebook"] = nbformat.writes(nb)
+    out["seconds"] = time.perf_counter() - start
+    out["id"] = job.get("id")
+    out["worker_pid"] = os.getpid()
+    return out

@@ -1,0 +1,271 @@
+"""Integrity checks: canary cells, a runtime probe for known hooks, and a static scan.
+
+The sandbox protects the machine; it cannot make the student's kernel honest. Student code runs
+before the tests and can hook them. Three checks catch the known ways:
+
+- **Canaries** (trusted, inserted by the grader before every test cell): small cells that must
+  fail (a false ``assert``, ``math.isclose``, ``np.allclose``, ``numpy.testing``, a raised
+  ``AssertionError``), each with a random message. A canary that passes, or fails with another
+  message, proves that failures are being swallowed or rewritten.
+- **Probe** (first and last cell): reports IPython's input/AST transformers, custom exception
+  handlers, event callbacks, patched shell methods, ``sys.excepthook``, replaced builtins and
+  whether numpy's / math's assertion helpers are still the genuine ones. The grader compares the
+  last report with the first.
+- **Static scan** of the cells the student wrote, for the same hooks spelled out in code.
+
+Canary and probe findings are strong (the submission's test cells are zeroed and flagged for
+review); static findings alone flag for review and keep the scores.
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+import secrets
+import tokenize
+
+import nbformat
+
+MARK = "mlbd"          # cell metadata key of grader-inserted cells
+
+WORDS = ["shape mismatch", "wrong result", "values differ", "unexpected output", "check your function",
+         "incorrect", "not close enough", "result is off"]
+
+
+def canary_cell(rng: random.Random) -> nbformat.NotebookNode:
+    a = rng.randint(2, 10_000)
+    b = a + rng.randint(1, 97)
+    msg = f"{rng.choice(WORDS)} ({secrets.token_hex(4)})"
+    kind = rng.randrange(5)
+    fail = f"(_ for _ in ()).throw(AssertionError({msg!r}))"
+    loaded = "in __import__('sys').modules"       # never import a library the notebook did not
+    source = [
+        f"assert {a} == {b}, {msg!r}",
+        f"assert __import__('math').isclose({a}.5, {b}.5), {msg!r}",
+        f"(__import__('numpy').allclose([{a}.0], [{b}.0]) or {fail}) if 'numpy' {loaded} else {fail}",
+        f"__import__('sys').modules['numpy.testing'].assert_allclose({a}.0, {b}.0, err_msg={msg!r}) "
+        f"if 'numpy.testing' {loaded} else {fail}",
+        f"raise AssertionError({msg!r})",
+    ][kind]
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata[MARK] = {"canary": msg, "kind": kind}
+    return cell
+
+
+PROBE = r'''
+def _mlbd_probe_{nonce}():
+    import sys, json, builtins
+    ip = get_ipython()
+    shell_cls = type(ip)
+    r = {{}}
+    r["input_transformers_post"] = len(ip.input_transformers_post)
+    r["input_transformers_cleanup"] = len(ip.input_transformers_cleanup)
+    r["ast_transformers"] = len(ip.ast_transformers)
+    r["custom_exceptions"] = len(tuple(ip.custom_exceptions))
+    r["events"] = {{k: len(v) for k, v in ip.events.callbacks.items()}}
+    r["patched_shell_methods"] = sorted(n for n in ("run_cell", "run_cell_async", "run_ast_nodes", "run_code",
+        "showtraceback", "_showtraceback", "showsyntaxerror", "transform_cell", "transform_ast",
+        "should_run_async", "ex", "ev", "run_line_magic") if n in vars(ip)
+        or getattr(shell_cls, n, None) is not getattr(sys.modules[shell_cls.__module__].__dict__.get(shell_cls.__name__, shell_cls), n, None))
+    r["excepthook"] = repr(sys.excepthook)[:60]
+    r["trace"] = [sys.gettrace() is not None, sys.getprofile() is not None]
+    managed = {{"_", "input", "raw_input", "display", "get_ipython", "help", "exit", "quit", "copyright",
+               "credits", "license", "execfile", "runfile", "dreload"}}
+    r["builtins"] = {{k: id(v) for k, v in vars(builtins).items() if not k.startswith("__") and k not in managed}}
+    bad = []
+    def genuine(f, d):
+        code = getattr(f, "__code__", None) or getattr(getattr(f, "__wrapped__", None), "__code__", None)
+        if code is not None:
+            return code.co_filename.startswith(d)
+        return type(f).__module__ in ("builtins", "numpy") and type(f).__name__ in (
+            "builtin_function_or_method", "ufunc", "_ArrayFunctionDispatcher")
+    m = sys.modules.get("math")
+    if m is not None and type(getattr(m, "isclose", None)).__name__ != "builtin_function_or_method":
+        bad.append("math.isclose")
+    np = sys.modules.get("numpy")
+    if np is not None:
+        import os
+        d = os.path.dirname(np.__file__)
+        for name in ("allclose", "isclose", "array_equal", "testing.assert_allclose", "testing.assert_array_equal",
+                     "testing.assert_almost_equal", "testing.assert_array_almost_equal", "testing.assert_equal"):
+            obj = np
+            for part in name.split("."):
+                obj = getattr(obj, part, None)
+            if obj is None or not genuine(obj, d):
+                bad.append("numpy." + name)
+        if sys.modules.get("numpy.testing") is not getattr(np, "testing", None):
+            bad.append("numpy.testing module")
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        import os
+        d = os.path.dirname(pd.__file__)
+        for name in ("assert_frame_equal", "assert_series_equal"):
+            f = getattr(getattr(pd, "testing", None), name, None)
+            if f is None or not genuine(f, d):
+                bad.append("pandas.testing." + name)
+    r["patched_helpers"] = bad
+    print("{nonce}" + json.dumps(r, sort_keys=True))
+_mlbd_probe_{nonce}()
+del _mlbd_probe_{nonce}
+'''
+
+
+def probe_cell(nonce: str, which: str) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(PROBE.format(nonce=nonce).strip())
+    cell.metadata[MARK] = {"probe": which, "nonce": nonce}
+    return cell
+
+
+def add_checks(nb: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
+    """Insert a probe first and last and a canary before every autograded test cell (in place)."""
+    rng = random.Random(seed)
+    nonce = "MLBDPROBE" + secrets.token_hex(8)
+    cells = [probe_cell(nonce, "first")]
+    for cell in nb.cells:
+        md = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
+            cells.append(canary_cell(rng))
+        cells.append(cell)
+    cells.append(probe_cell(nonce, "last"))
+    nb.cells = cells
+    return nb
+
+
+def _probe_report(cell) -> dict | None:
+    nonce = cell.metadata[MARK]["nonce"]
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream" and out.get("name") == "stdout":
+            for line in out.get("text", "").splitlines():
+                if line.startswith(nonce):
+                    try:
+                        return json.loads(line[len(nonce):])
+                    except ValueError:
+                        return None
+    return None
+
+
+def _failed_with(cell) -> tuple[bool, str]:
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            return True, str(out.get("evalue", ""))
+    return False, ""
+
+
+def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
+    """Evaluate canaries and probes of an executed notebook and remove them (in place).
+
+    Returns ``(strong, notes)``: ``strong`` are tampering findings (reasons), ``notes`` weaker ones.
+    """
+    strong: list[str] = []
+    notes: list[str] = []
+    first = last = None
+    kept = []
+    canaries = passed = 0
+    for cell in nb.cells:
+        meta = cell.metadata.get(MARK)
+        if not isinstance(meta, dict):
+            kept.append(cell)
+            continue
+        if "canary" in meta:
+            canaries += 1
+            failed, evalue = _failed_with(cell)
+            dead = "kernel" in evalue.lower() and ("died" in evalue or "killed" in evalue)
+            if not failed:
+                passed += 1
+            elif not dead and meta.get("kind") in (0, 1, 2, 3, 4) and meta["canary"] not in evalue \
+                    and "not run" not in evalue and "wall-clock" not in evalue:
+                strong.append("assertion messages are rewritten: a check that must fail reported "
+                              f"{evalue[:80]!r}")
+        elif meta.get("probe") == "first":
+            first = _probe_report(cell)
+        elif meta.get("probe") == "last":
+            last = _probe_report(cell)
+            if last is None and not _failed_with(cell)[0]:
+                strong.append("the integrity probe after the last cell produced no report (output hijacked)")
+    if passed:
+        strong.append(f"failures are swallowed: {passed} of {canaries} checks that must fail passed")
+    if first is not None and last is not None:
+        for key, what in [("input_transformers_post", "input transformers rewrite later cells"),
+                          ("input_transformers_cleanup", "input transformers rewrite later cells"),
+                          ("ast_transformers", "AST transformers rewrite later cells"),
+                          ("custom_exceptions", "a custom exception handler swallows errors (set_custom_exc)")]:
+            if last.get(key, 0) > first.get(key, 0):
+                strong.append(what)
+        for ev, n in (last.get("events") or {}).items():
+            if n > (first.get("events") or {}).get(ev, 0):
+                strong.append(f"a callback on IPython's '{ev}' event runs around later cells")
+        for name in last.get("patched_shell_methods") or []:
+            if name not in (first.get("patched_shell_methods") or []):
+                strong.append(f"the shell's {name} is patched")
+        if last.get("excepthook") != first.get("excepthook"):
+            strong.append("sys.excepthook is replaced")
+        if any(last.get("trace") or []) and not any(first.get("trace") or []):
+            strong.append("a trace or profile function is installed")
+        fb, lb = first.get("builtins") or {}, last.get("builtins") or {}
+        changed = sorted(k for k in fb if lb.get(k) != fb[k])
+        if changed:
+            strong.append("builtins replaced: " + ", ".join(changed[:8]))
+        for helper in last.get("patched_helpers") or []:
+            strong.append(f"assertion helper {helper} is patched")
+    elif last is None and first is not None:
+        pass  # reported above or the kernel died at the end (its own error)
+    nb.cells = kept
+    return sorted(set(strong)), notes
+
+
+# --------------------------------------------------------------------------------------------
+# Static scan of student-written cells
+# --------------------------------------------------------------------------------------------
+
+HOOKS = [
+    (r"input_transformers", "rewrites later cells (IPython input transformers)"),
+    (r"ast_transformers", "rewrites later cells (AST transformers)"),
+    (r"set_custom_exc|custom_exceptions", "swallows exceptions (set_custom_exc)"),
+    (r"showtraceback|showsyntaxerror|InteractiveTB|CustomTB", "hides tracebacks"),
+    (r"excepthook", "replaces sys.excepthook"),
+    (r"events\s*\.\s*register|pre_run_cell|post_run_cell|pre_execute|post_execute", "registers IPython event callbacks"),
+    (r"\bbuiltins\b|__builtins__", "touches builtins"),
+    (r"\b(isclose|allclose|array_equal|assert_\w+|assert_frame_equal)\s*=(?!=)", "replaces an assertion helper"),
+    (r"setattr\s*\(\s*(np|numpy|math|builtins|pd|pandas|testing|npt)\b", "replaces a library function"),
+    (r"\bos\s*\.\s*(_exit|kill|killpg|abort)|\bsignal\s*\.\s*(signal|alarm|setitimer)", "kills or signals the kernel"),
+    (r"sys\s*\.\s*(settrace|setprofile|modules\s*\[)", "traces execution or replaces modules"),
+    (r"\b(run_cell|run_code|run_ast_nodes|transform_cell)\b", "wraps IPython's execution"),
+    (r"\bctypes\b|gc\s*\.\s*get_(referrers|objects)|sys\s*\.\s*_getframe|f_back|f_globals", "low-level interpreter access"),
+    (r"(?<![.\w])(exec|eval|compile)\s*\(|__import__\s*\(|importlib", "dynamic code execution"),
+    (r"get_ipython\s*\(\s*\)\s*\.\s*(kernel|shell|display_pub|displayhook|user_ns_hidden)", "reaches into the kernel"),
+]
+
+
+def _code_only(source: str) -> str:
+    """The source without comments (strings are kept: obfuscated names hide in them)."""
+    try:
+        toks = [t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type != tokenize.COMMENT]
+        return tokenize.untokenize(toks)
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return source
+
+
+def scan_source(source: str) -> list[str]:
+    code = _code_only(source)
+    found = []
+    for pattern, what in HOOKS:
+        m = re.search(pattern, code)
+        if m:
+            found.append(f"{what}: {m.group(0).strip()!r}")
+    return found
+
+
+def static_scan(nb: nbformat.NotebookNode) -> list[str]:
+    """Known hooks in the cells a student wrote (solution cells and free cells)."""
+    out = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        md = cell.metadata.get("nbgrader", {})
+        if md.get("locked") or (md.get("grade") and not md.get("solution")):
+            continue
+        for finding in scan_source(cell.source):
+            label = md.get("grade_id") or f"cell {i + 1}"
+            out.append(f"{label}: {finding}")
+    return out

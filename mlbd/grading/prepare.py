@@ -1,0 +1,219 @@
+"""Prepare (trusted, reads the gradebook, writes nothing): submission → jobs for the sandbox.
+
+For each notebook of the assignment (as the gradebook knows it) this runs nbgrader's own
+sanitize steps (clear outputs, de-duplicate ids, restore the kernelspec, restore every locked and
+test cell and its points from the gradebook, check metadata), records what the student changed
+that should not change, scans the student's cells for known hooks and inserts the integrity
+checks. A notebook that is missing or cannot be read is replaced by the released blank version
+(never executed, scored zero) with a precise message, so its feedback can say what happened.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbgrader import utils as nbg_utils
+from nbgrader.api import Gradebook
+from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec
+
+from . import integrity
+
+MAX_NOTEBOOK_BYTES = 50 * 2**20
+
+
+@dataclass
+class NotebookJob:
+    name: str
+    notebook: nbformat.NotebookNode | None = None     # prepared, with integrity checks
+    execute: bool = True                             # False: replacement for a missing/unreadable file
+    errors: list[str] = field(default_factory=list)   # grading failures (also shown to the student)
+    flags: list[str] = field(default_factory=list)    # integrity findings: need review
+    strong: bool = False                              # a flag that zeroes the autograded tests
+
+
+@dataclass
+class Submission:
+    student: str
+    assignment: str
+    path: Path
+    digest: str
+    notebooks: list[NotebookJob] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def submission_digest(path: Path) -> str:
+    """Content hash of a submission folder (names and bytes of every file)."""
+    h = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(path)):
+        dirs.sort()
+        for name in sorted(files):
+            p = Path(root) / name
+            h.update(str(p.relative_to(path)).encode() + b"\0")
+            try:
+                with open(p, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+            except OSError:
+                h.update(b"<unreadable>")
+    return h.hexdigest()
+
+
+def _read(path: Path) -> tuple[nbformat.NotebookNode | None, str]:
+    try:
+        size = path.stat().st_size
+        if size > MAX_NOTEBOOK_BYTES:
+            return None, f"the file is {size / 2**20:.0f} MiB (limit {MAX_NOTEBOOK_BYTES // 2**20} MiB)"
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"the file cannot be read ({type(exc).__name__}: {exc})"
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"the file is not valid JSON (truncated or corrupted): {exc.msg} at line {exc.lineno}, column {exc.colno}"
+    if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
+        return None, "the file is JSON but not a notebook (no list of cells)"
+    try:
+        nb = nbformat.reads(text, as_version=4)
+        for cell in nb.cells:
+            cell.setdefault("metadata", nbformat.NotebookNode())
+            if not isinstance(cell.get("source", ""), str):
+                raise ValueError("a cell's source is not text")
+            if cell.get("cell_type") not in ("code", "markdown", "raw"):
+                raise ValueError(f"unknown cell type {cell.get('cell_type')!r}")
+    except Exception as exc:  # noqa: BLE001  (nbformat raises many kinds)
+        return None, f"the notebook is malformed: {exc}"[:300]
+    return nb, ""
+
+
+def metadata_changes(nb, gb_cells: dict[str, dict]) -> list[str]:
+    """What the student changed in graded cells' metadata (restored by nbgrader, reported here)."""
+    seen: dict[str, int] = {}
+    out = []
+    for cell in nb.cells:
+        md = cell.metadata.get("nbgrader")
+        if not isinstance(md, dict):
+            continue
+        gid = md.get("grade_id")
+        if gid is None:
+            if md.get("grade") or md.get("solution") or md.get("locked"):
+                out.append("a cell carries nbgrader metadata without a grade_id")
+            continue
+        seen[gid] = seen.get(gid, 0) + 1
+        ref = gb_cells.get(gid)
+        if ref is None:
+            out.append(f"unknown cell id {gid!r} (renamed or added; its metadata was removed)")
+            continue
+        if ref["points"] is not None and md.get("grade") and float(md.get("points", 0) or 0) != ref["points"]:
+            out.append(f"points of {gid!r} changed to {md.get('points')!r} (restored to {ref['points']:g})")
+        if ref["kind"] == "test" and not md.get("grade"):
+            out.append(f"test cell {gid!r} was turned into an ungraded cell (restored)")
+    for gid, n in seen.items():
+        if n > 1:
+            out.append(f"cell id {gid!r} appears {n} times (duplicates de-duplicated)")
+    for gid, ref in gb_cells.items():
+        if ref["kind"] == "test" and gid not in seen:
+            out.append(f"test cell {gid!r} was deleted (restored from the gradebook)")
+    return out
+
+
+def _gradebook_cells(gb: Gradebook, notebook: str, assignment: str) -> dict[str, dict]:
+    nb = gb.find_notebook(notebook, assignment)
+    cells: dict[str, dict] = {}
+    for c in nb.source_cells:
+        cells[c.name] = {"kind": "source", "points": None}
+    for c in nb.grade_cells:
+        cells[c.name] = {"kind": "test" if c.cell_type == "code" and c.name not in {s.name for s in nb.solution_cells}
+                         else "manual", "points": float(c.max_score)}
+    for c in nb.solution_cells:
+        cells.setdefault(c.name, {"kind": "solution", "points": None})
+    for c in nb.task_cells:
+        cells[c.name] = {"kind": "task", "points": float(c.max_score)}
+    return cells
+
+
+def _sanitize(nb, resources, cfg) -> nbformat.NotebookNode:
+    for cls in (ClearOutput, DeduplicateIds, OverwriteKernelspec):
+        nb, resources = cls(config=cfg).preprocess(nb, resources)
+    ow = OverwriteCells(config=cfg)
+    if "add_missing_cells" not in cfg.get("OverwriteCells", {}):
+        ow.add_missing_cells = True      # deleted test cells come back instead of silently scoring nothing
+    nb, resources = ow.preprocess(nb, resources)
+    for cell in nb.cells:                # cells whose unknown grade_id nbgrader removed: no longer graded
+        md = cell.metadata.get("nbgrader")
+        if isinstance(md, dict) and "grade_id" not in md:
+            del cell.metadata["nbgrader"]
+    nb, resources = CheckCellMetadata(config=cfg).preprocess(nb, resources)
+    return nb
+
+
+def _blank(release: Path, resources, cfg, message: str) -> nbformat.NotebookNode | None:
+    """The released notebook, sanitized, every test failing with ``message``; None without a release."""
+    if not release.is_file():
+        return None
+    nb = _sanitize(nbformat.read(str(release), as_version=4), resources, cfg)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and nbg_utils.is_grade(cell) and not nbg_utils.is_solution(cell):
+            cell.outputs = [nbformat.v4.new_output("error", ename="SubmissionError", evalue=message,
+                                                   traceback=[f"SubmissionError: {message}"])]
+    return nb
+
+
+def prepare(coursedir, cfg, gradebook_url: str, assignment: str, student: str, seed: int) -> Submission:
+    path = Path(coursedir.format_path(coursedir.submitted_directory, student, assignment))
+    sub = Submission(student, assignment, path, submission_digest(path))
+    release_dir = Path(coursedir.format_path(coursedir.release_directory, ".", assignment))
+    with Gradebook(gradebook_url, coursedir.course_id) as gb:
+        names = [n.name for n in gb.find_assignment(assignment).notebooks]
+        gb_cells = {n: _gradebook_cells(gb, n, assignment) for n in names}
+    present = sorted(p.stem for p in path.glob("*.ipynb"))
+    for extra in sorted(set(present) - set(names)):
+        sub.errors.append(f"extra notebook {extra}.ipynb is not part of {assignment}: ignored")
+    for name in sorted(names):
+        job = NotebookJob(name)
+        resources = {"nbgrader": {"notebook": name, "assignment": assignment, "student": student,
+                                  "db_url": gradebook_url}}
+        nb_path = path / f"{name}.ipynb"
+        nb, why = (None, f"{name}.ipynb is missing from the submission") if not nb_path.exists() else _read(nb_path)
+        if nb is not None:
+            job.flags += [f"{name}: cell metadata edited: {c}" for c in metadata_changes(nb, gb_cells[name])]
+            try:
+                nb = _sanitize(nb, resources, cfg)
+            except Exception as exc:  # noqa: BLE001
+                nb, why = None, f"{name}.ipynb could not be checked against the assignment: {type(exc).__name__}: {exc}"[:300]
+        if nb is None:
+            message = why if why.startswith(name) else f"{name}.ipynb: {why}"
+            job.errors.append(message + "; graded as blank")
+            job.notebook = _blank(release_dir / f"{name}.ipynb", resources, cfg, message)
+            job.execute = False
+        else:
+            job.flags += [f"{name}: {f}" for f in integrity.static_scan(nb)]
+            job.notebook = integrity.add_checks(nb, seed)
+        sub.notebooks.append(job)
+    return sub
+
+
+def input_files(coursedir, assignment: str, student: str, exclude: list[str], max_bytes: int) -> dict[str, bytes]:
+    """Data files for the kernel: the student's own, then the assignment's (which win), as nbgrader does."""
+    files: dict[str, bytes] = {}
+    total = 0
+    ignore = list(coursedir.ignore) + ["*.ipynb"]
+    for folder in (coursedir.format_path(coursedir.submitted_directory, student, assignment),
+                   coursedir.format_path(coursedir.source_directory, ".", assignment)):
+        if not os.path.isdir(folder):
+            continue
+        for p in nbg_utils.find_all_files(folder, ignore):
+            rel = os.path.relpath(p, folder)
+            if rel in exclude or os.path.islink(p) or rel == "timestamp.txt":
+                continue
+            size = os.path.getsize(p)
+            if total + size > max_bytes:
+                continue
+            total += size
+            with open(p, "rb") as fh:
+                files[rel] = fh.read()
+    return files

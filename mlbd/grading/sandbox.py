@@ -1,0 +1,176 @@
+"""The sandbox: limits (traitlets, set in ``nbgrader_config.py``) and the bubblewrap command line.
+
+A kernel runs as::
+
+    sh -c 'echo $$ > <cgroup>/cgroup.procs …; exec "$@"'   (enter memory + pids cgroups)
+      bwrap …            (new pid/net/ipc/uts namespaces, read-only system, private /tmp, one
+                          writable box directory; no course directory, gradebook or exchange)
+        setpriv …        (uid/gid 65534, no capabilities, no_new_privs)
+          prlimit …      (file size, CPU seconds, open files, no core dumps)
+            python -m ipykernel_launcher -f <box>/run/connection.json
+
+The trusted grader talks to the kernel over ZMQ ipc sockets inside ``<box>/run``; the network
+namespace has no interface but loopback.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from fnmatch import fnmatch
+from pathlib import Path
+
+from traitlets import Dict, Enum, Integer, List, Unicode
+from traitlets.config import LoggingConfigurable
+
+DEFAULT_PASSTHROUGH = ["NBGRADER_EXECUTION", "MLBD_*", "PYTHONHASHSEED", "MPLBACKEND", "TF_CPP_MIN_LOG_LEVEL", "TF_DETERMINISTIC_OPS", "KERAS_BACKEND",
+                       "LANG", "LC_*", "TZ", "CUDA_VISIBLE_DEVICES"]
+
+
+class Sandbox(LoggingConfigurable):
+    """Limits and options of the grading sandbox (``c.Sandbox.*`` in ``nbgrader_config.py``)."""
+
+    mode = Enum(["bwrap", "none"], "bwrap",
+                help="'bwrap': run kernels in a bubblewrap sandbox; 'none': unsandboxed (development only)").tag(config=True)
+    uid = Integer(65534, help="uid the kernel runs as inside the sandbox").tag(config=True)
+    gid = Integer(65534, help="gid the kernel runs as inside the sandbox").tag(config=True)
+    memory_mb = Integer(2048, help="memory limit of one kernel and its children (cgroup), MiB").tag(config=True)
+    pids_max = Integer(128, help="processes + threads one kernel may have (cgroup pids)").tag(config=True)
+    file_size_mb = Integer(64, help="largest file the kernel may write (RLIMIT_FSIZE), MiB").tag(config=True)
+    cpu_seconds = Integer(900, help="CPU time of the kernel process (RLIMIT_CPU), seconds").tag(config=True)
+    wall_seconds = Integer(1800, help="wall-clock limit for a whole notebook, seconds").tag(config=True)
+    open_files = Integer(1024, help="open file descriptors (RLIMIT_NOFILE)").tag(config=True)
+    threads = Integer(1, help="OMP/BLAS/TF threads per kernel (kernels already run in parallel)").tag(config=True)
+    max_output_bytes_cell = Integer(1_000_000, help="outputs kept per cell, bytes").tag(config=True)
+    max_output_bytes_notebook = Integer(8_000_000, help="outputs kept per notebook, bytes").tag(config=True)
+    max_message_bytes = Integer(32_000_000, help="largest ZMQ message accepted from a kernel, bytes").tag(config=True)
+    copy_max_mb = Integer(200, help="data files copied into the kernel's work dir, MiB in all").tag(config=True)
+    max_restarts = Integer(2, help="kernel deaths survived per notebook (state is replayed)").tag(config=True)
+    ro_binds = List(Unicode(), help="extra host paths visible read-only inside the sandbox").tag(config=True)
+    env = Dict(help="extra environment variables of the kernel").tag(config=True)
+    env_passthrough = List(Unicode(), DEFAULT_PASSTHROUGH,
+                           help="grader environment variables (glob patterns) passed to the kernel").tag(config=True)
+    runtime_dir = Unicode("", help="where sandbox boxes are created (short path: ipc socket names are limited)").tag(config=True)
+    bwrap = Unicode("bwrap", help="the bubblewrap executable").tag(config=True)
+
+    # -- environment -------------------------------------------------------------------------
+    def kernel_env(self, base: dict | None, home: str | None) -> dict:
+        """The kernel's environment: an allow-list of the grader's, never its secrets."""
+        src = dict(os.environ)
+        src.update(base or {})
+        env = {k: v for k, v in src.items() if any(fnmatch(k, pat) for pat in self.env_passthrough)}
+        venv_bin = str(Path(sys.executable).parent)
+        env.update({
+            "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
+            "LANG": env.get("LANG", "C.UTF-8"),
+            "MPLBACKEND": env.get("MPLBACKEND", "Agg"),
+            "PYTHONHASHSEED": env.get("PYTHONHASHSEED", "0"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "MLBD_OFFLINE": "1",
+            "JOBLIB_MULTIPROCESSING": env.get("JOBLIB_MULTIPROCESSING", "0"),
+        })
+        if self.threads > 0:
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                        "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+                env.setdefault(var, str(self.threads))
+        if home:
+            env.update({"HOME": home, "MPLCONFIGDIR": "/tmp/mpl", "XDG_CACHE_HOME": "/tmp/cache",
+                        "JUPYTER_RUNTIME_DIR": "/tmp/jupyter", "IPYTHONDIR": "/tmp/ipython"})
+        env.update({k: str(v) for k, v in self.env.items()})
+        return env
+
+    # -- command line ------------------------------------------------------------------------
+    def read_only_paths(self) -> list[str]:
+        paths = [sys.prefix, str(Path(__file__).resolve().parents[2] / "mlbd"), *self.ro_binds]
+        out = []
+        for p in paths:
+            p = os.path.realpath(p)
+            if os.path.exists(p) and not any(p == q or p.startswith(q + "/") for q in out + ["/usr"]):
+                out.append(p)
+        return out
+
+    def bwrap_args(self, box: Path, workdir: Path, env: dict) -> list[str]:
+        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
+                "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox",
+                "--ro-bind", "/usr", "/usr"]
+        for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+            if os.path.islink(d):
+                args += ["--symlink", os.readlink(d), d]
+            elif os.path.isdir(d):
+                args += ["--ro-bind", d, d]
+        args += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev",
+                 "--perms", "01777", "--tmpfs", "/tmp", "--perms", "01777", "--tmpfs", "/dev/shm"]
+        for dev in sorted(Path("/dev").glob("nvidia*")):   # GPU courseworks
+            args += ["--dev-bind-try", str(dev), str(dev)]
+        made = {"/", "/usr", "/etc", "/proc", "/dev", "/tmp", "/bin", "/sbin", "/lib", "/lib64"}
+
+        def parents(path: str) -> list[str]:
+            out = []
+            for parent in reversed(Path(path).parents):
+                s = str(parent)
+                if s not in made:
+                    made.add(s)
+                    out += ["--perms", "0755", "--dir", s]
+            return out
+
+        for p in self.read_only_paths():
+            args += parents(p) + ["--ro-bind", p, p]
+            made.add(p)
+        args += parents(str(box)) + ["--bind", str(box), str(box), "--chdir", str(workdir), "--clearenv"]
+        for k, v in env.items():
+            args += ["--setenv", k, v]
+        return args
+
+    def drop_args(self) -> list[str]:
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--no-new-privs",
+                "--inh-caps=-all", "--bounding-set=-all", "--",
+                "prlimit", f"--fsize={self.file_size_mb * 2**20}", f"--cpu={self.cpu_seconds}",
+                f"--nofile={self.open_files}", "--core=0", "--"]
+
+    def check(self) -> None:
+        """Raise ``RuntimeError`` with a one-line reason when the sandbox cannot work here."""
+        if self.mode == "none":
+            return
+        for tool in (self.bwrap, "setpriv", "prlimit"):
+            if not shutil.which(tool):
+                raise RuntimeError(f"sandbox needs '{tool}' (Debian: apt-get install bubblewrap util-linux); "
+                                   "or pass --sandbox none for development")
+        if os.geteuid() != 0:
+            raise RuntimeError("the bubblewrap sandbox drops to an unprivileged uid and needs root; "
+                               "run the grader as root (or in the grader image), or --sandbox none")
+
+
+def copy_inputs(src: str | None, dest: Path, max_bytes: int) -> list[str]:
+    """Copy the data files of a submission folder into a kernel's work dir.
+
+    Notebooks are never copied (the prepared notebook holds the hidden tests) and neither are
+    links or hidden files. Returns the names skipped because of the size budget.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    skipped: list[str] = []
+    if not src or not os.path.isdir(src):
+        return skipped
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d))]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if name.startswith(".") or name.endswith(".ipynb") or os.path.islink(path) or not os.path.isfile(path):
+                continue
+            size = os.path.getsize(path)
+            rel = os.path.relpath(path, src)
+            if total + size > max_bytes:
+                skipped.append(rel)
+                continue
+            total += size
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    return skipped
+
+
+def chown_tree(root: Path, uid: int, gid: int) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chown(dirpath, uid, gid)
+        for name in filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)

@@ -1,0 +1,216 @@
+"""Score (trusted; the only gradebook writer): executed notebooks → autograded/ + gradebook.
+
+Executed notebooks are checked (canaries, probe) and stripped of the grader's own cells, then go
+through nbgrader's own autograde steps minus execution (``IgnorePattern``, ``LimitOutput``,
+``SaveAutoGrades``, ``AssignLatePenalties``, ``CheckCellMetadata``) via ``ScoreConverter``, an
+``Autograde`` converter whose input is the staging folder of executed notebooks. So grades,
+comments, late penalties, student and submission records are exactly what ``nbgrader autograde``
+writes. Then integrity flags mark the affected test cells "needs manual grade" (with the reason
+in the notebook and the result record), and a result record per student makes the run resumable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import nbformat
+from nbgrader import utils as nbg_utils
+from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.converters import Autograde
+from nbgrader.preprocessors import Execute
+from traitlets.utils.importstring import import_item
+
+from . import integrity
+
+STAGING = ".mlbd/executed"     # relative to the course root; nbgrader's directory structure below it
+RESULTS = ".mlbd/results"
+NOTE_TAG = "mlbd-grading-notes"
+FEEDBACK_TEXT_LIMIT = 20_000
+
+
+class ScoreConverter(Autograde):
+    """nbgrader's Autograde without its sanitize pass and without execution."""
+
+    @property
+    def _input_directory(self) -> str:
+        return STAGING
+
+    def _init_preprocessors(self) -> None:
+        self.exporter._preprocessors = []
+        for pp in self.autograde_preprocessors:
+            cls = import_item(pp) if isinstance(pp, str) else pp
+            if isinstance(cls, type) and issubclass(cls, Execute):
+                continue
+            self.exporter.register_preprocessor(cls)
+
+    def convert_single_notebook(self, notebook_filename: str) -> None:
+        self._sanitizing = False
+        self._init_preprocessors()
+        try:
+            with nbg_utils.setenv(NBGRADER_EXECUTION="autograde"):
+                super(Autograde, self).convert_single_notebook(notebook_filename)
+        finally:
+            self._sanitizing = True
+
+
+def _stderr_to_display(nb) -> int:
+    """A library warning on stderr in a test cell must not cost points: keep it visible, not fatal."""
+    moved = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code" or not nbg_utils.is_grade(cell) or nbg_utils.is_solution(cell):
+            continue
+        if any(o.get("output_type") == "error" for o in cell.outputs):
+            continue
+        new = []
+        for out in cell.outputs:
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                out = nbformat.v4.new_output("display_data", data={"text/plain": out.get("text", "")},
+                                             metadata={"mlbd": {"stderr": True}})
+                moved += 1
+            new.append(out)
+        cell.outputs = new
+    return moved
+
+
+def _notes_cell(errors: list[str], flags: list[str]) -> nbformat.NotebookNode:
+    lines = ["**Grading notes**", ""]
+    lines += [f"- {e}" for e in errors]
+    if flags:
+        lines += ["- This notebook needs review by a grader: " + "; ".join(flags)]
+    text = "\n".join(lines)[:FEEDBACK_TEXT_LIMIT]
+    cell = nbformat.v4.new_markdown_cell(text)
+    cell.metadata["tags"] = [NOTE_TAG]
+    return cell
+
+
+def stage(course_root: Path, coursedir, sub, results: dict[str, dict]) -> dict[str, dict]:
+    """Write the executed notebooks of one submission to the staging folder; returns per-notebook
+    ``{"errors", "flags", "strong"}`` after the integrity checks."""
+    dest = Path(coursedir.format_path(STAGING, sub.student, sub.assignment))
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    ts = sub.path / "timestamp.txt"
+    if ts.is_file():
+        shutil.copy(ts, dest / "timestamp.txt")
+    for rel in nbg_utils.find_all_files(str(sub.path), list(coursedir.ignore) + ["*.ipynb", "timestamp.txt"]):
+        if os.path.islink(rel):
+            continue
+        target = dest / os.path.relpath(rel, sub.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(rel, target)
+    verdict: dict[str, dict] = {}
+    for job in sub.notebooks:
+        errors, flags, strong = list(job.errors), list(job.flags), job.strong
+        res = results.get(job.name)
+        if job.notebook is None:
+            verdict[job.name] = {"errors": errors, "flags": flags, "strong": strong}
+            continue
+        if res is None:
+            nb = job.notebook
+            if job.execute:
+                nb.cells = [c for c in nb.cells if not isinstance(c.metadata.get(integrity.MARK), dict)]
+        elif "crash" in res:
+            nb = job.notebook
+            nb.cells = [c for c in nb.cells if not isinstance(c.metadata.get(integrity.MARK), dict)]
+            msg = f"{job.name}.ipynb could not be executed: {res['crash']}"
+            errors.append(msg)
+            for cell in nb.cells:
+                if cell.cell_type == "code" and nbg_utils.is_grade(cell) and not nbg_utils.is_solution(cell):
+                    cell.outputs = [nbformat.v4.new_output("error", ename="GradingError", evalue=msg, traceback=[msg])]
+        else:
+            nb = nbformat.reads(res["notebook"], as_version=4)
+            found, _ = integrity.check_and_strip(nb)
+            if found:
+                strong = True
+                flags += [f"{job.name}: {f}" for f in found]
+            errors += [f"{job.name}: {n}" for n in res.get("notes", [])]
+            if res.get("truncated"):
+                errors.append(f"{job.name}: output of {len(res['truncated'])} cell(s) truncated (size limit)")
+            _stderr_to_display(nb)
+        if errors or flags:
+            nb.cells.insert(0, _notes_cell(errors, flags))
+        nbformat.write(nb, str(dest / f"{job.name}.ipynb"))
+        verdict[job.name] = {"errors": errors, "flags": flags, "strong": strong}
+    return verdict
+
+
+def score(course_root: Path, coursedir, cfg, sub, verdict: dict[str, dict]) -> None:
+    """Run nbgrader's scoring on the staged notebooks and apply integrity flags to the gradebook."""
+    from traitlets.config import Config
+
+    conv_cfg = Config(cfg)
+    conv_cfg.merge(Config({"CourseDirectory": {"assignment_id": sub.assignment, "student_id": sub.student,
+                                                "notebook_id": "*", "root": str(course_root)}}))
+    coursedir_local = type(coursedir)(config=conv_cfg)
+    staged = Path(coursedir_local.format_path(STAGING, sub.student, sub.assignment))
+    if any(staged.glob("*.ipynb")):
+        conv = ScoreConverter(coursedir=coursedir_local, config=conv_cfg)
+        conv.force = True
+        cwd = os.getcwd()
+        try:
+            conv.start()
+        finally:
+            os.chdir(cwd)
+    else:   # nothing gradable at all: record the submission with zero, as nbgrader does for missing files
+        with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
+            gb.update_or_create_student(sub.student)
+            gb.update_or_create_submission(sub.assignment, sub.student)
+            for snb in gb.find_submission(sub.assignment, sub.student).notebooks:
+                for grade in snb.grades:
+                    grade.auto_score = 0
+                    grade.needs_manual_grade = False
+            gb.db.commit()
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
+        for name, v in verdict.items():
+            if not v["flags"]:
+                continue
+            try:
+                snb = gb.find_submission_notebook(name, sub.assignment, sub.student)
+            except MissingEntry:
+                continue
+            solutions = {c.name for c in snb.notebook.solution_cells}
+            for grade in snb.grades:
+                cell = grade.cell
+                if grade.manual_score is not None:
+                    continue
+                if cell.cell_type == "code" and cell.name not in solutions:
+                    grade.needs_manual_grade = True
+                    if v["strong"]:
+                        grade.auto_score = 0.0
+        gb.db.commit()
+
+
+def write_record(course_root: Path, sub, verdict: dict[str, dict], summary: dict) -> None:
+    folder = course_root / RESULTS / sub.assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"student": sub.student, "assignment": sub.assignment, "digest": sub.digest,
+              "errors": sub.errors + [e for v in verdict.values() for e in v["errors"]],
+              "flags": [f for v in verdict.values() for f in v["flags"]], **summary}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(record, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, folder / f"{sub.student}.json")
+
+
+def read_record(course_root: Path, assignment: str, student: str) -> dict | None:
+    try:
+        return json.loads((course_root / RESULTS / assignment / f"{student}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def gradebook_scores(coursedir, assignment: str, student: str) -> dict:
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
+        sub = gb.find_submission(assignment, student)
+        cells = {}
+        for nb in sub.notebooks:
+            for g in nb.grades:
+                cells[f"{nb.name}/{g.name}"] = g.score
+        return {"score": float(sub.score), "max_score": float(sub.max_score), "cells": cells,
+                "needs_manual_grade": bool(sub.needs_manual_grade)}
