@@ -35,3 +35,23 @@ c.LimitOutput.max_traceback = 100
 # Exchange: local filesystem (the embedded default); the hub overrides the root.
 c.Exchange.root = os.environ.get("MLBD_EXCHANGE", str(HERE / ".exchange"))
 c.Exchange.path_includes_course = True
+
+# Grading sandbox (mlbd grade, and plain `nbgrader autograde` through SandboxedExecute below):
+# bubblewrap, uid 65534, no network, only the kernel's own work dir writable; cgroup memory/pids.
+c.Sandbox.mode = os.environ.get("MLBD_SANDBOX", "bwrap")  # "none": development only, never for real submissions
+c.Sandbox.memory_mb = 3072 if LONG_RUNNING & set(sys.argv) else 2048
+c.Sandbox.pids_max = 128
+c.Sandbox.file_size_mb = 64
+c.Sandbox.cpu_seconds = 1800
+c.Sandbox.wall_seconds = 3600 if LONG_RUNNING & set(sys.argv) else 900
+c.Sandbox.max_output_bytes_cell = 1_000_000
+c.Sandbox.max_output_bytes_notebook = 8_000_000
+c.Autograde.autograde_preprocessors = [
+    "mlbd.grading.kernel.SandboxedExecute", "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor", "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades", "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata"]
+# Feedback: hidden tests' source hidden, failure messages shown, size bounded.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades", "mlbd.grading.feedback.StudentFeedback",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor"]

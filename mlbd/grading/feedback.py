@@ -17,12 +17,13 @@ import re
 
 from nbconvert.preprocessors import Preprocessor
 from nbgrader import utils as nbg_utils
-from traitlets import Integer, Unicode
+from traitlets import Bool, Integer, Unicode
 
 PLACEHOLDER = "# (hidden tests: not shown; their failure messages are below)"
 
 
 class StudentFeedback(Preprocessor):
+    enabled = Bool(True).tag(config=True)       # registered by name, nbconvert would disable it
     begin = Unicode("BEGIN HIDDEN TESTS").tag(config=True)
     end = Unicode("END HIDDEN TESTS").tag(config=True)
     max_output_chars = Integer(20_000, help="characters kept per text output").tag(config=True)
