@@ -119,6 +119,18 @@ def _death_reason(km, seconds: float, sandbox: Sandbox) -> str:
     return "the kernel died while running this cell (os._exit, a crash or a kill); later cells ran in a fresh kernel"
 
 
+def _label(nb, index: int) -> str:
+    """A student-readable name for a cell: its grade id, or the graded cell it follows."""
+    gid = nb.cells[index].metadata.get("nbgrader", {}).get("grade_id")
+    if gid:
+        return f"cell {gid}"
+    for j in range(index - 1, -1, -1):
+        prev = nb.cells[j].metadata.get("nbgrader", {}).get("grade_id")
+        if prev:
+            return f"the cell after {prev}"
+    return "a cell at the top"
+
+
 async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | None) -> dict:
     sandbox = Sandbox(config=cfg)
     client = GradingClient(
@@ -202,13 +214,16 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
                   else _death_reason(km, 0, sandbox))
         if not any(o.get("output_type") == "error" for o in nb.cells[died_at].outputs):
             nb.cells[died_at].outputs.append(error_output("KernelDied", reason))
-        notes.append(f"cell {died_at}: {reason}")
+        notes.append(f"{_label(nb, died_at)}: {reason}")
         skip.add(died_at)
         pos = code.index(died_at) + 1
         restarts += 1
         if restarts > sandbox.max_restarts and pos < len(code):
             abandon(pos, "NotRun", f"not run: the kernel died {restarts} times")
             break
+    for j in code:
+        if any(o.get("ename") == "CellTimeoutError" for o in nb.cells[j].outputs):
+            notes.append(f"{_label(nb, j)}: the cell ran longer than {timeout} s and was interrupted")
     return {"notes": notes, "restarts": restarts, "limits": limits,
             "truncated": sorted(client.truncated)}
 

@@ -81,6 +81,8 @@ def grade(course_dir: Path, assignment: str, students: list[str] | None = None, 
     warnings.filterwarnings("ignore", module="nbgrader")
     warnings.filterwarnings("ignore", message=".*not in session.*")
     cfg = load_config(course_dir)
+    if not (executor in (None, "", "local", "dask") or executor.startswith(("tcp://", "tls://"))):
+        raise CourseError(f"unknown executor {executor!r}: use local, dask or tcp://HOST:PORT")
     if sandbox:
         cfg.Sandbox.mode = sandbox
     box = Sandbox(config=cfg)

@@ -1,0 +1,223 @@
+"""Hostile submissions against `mlbd grade` (real bubblewrap, real cgroups).
+
+One small course in a temporary folder, one honest control student and one submission per
+attack, graded in one run (2 workers) and given feedback by plain `nbgrader generate_feedback`.
+Every case asserts: nothing secret leaks into its autograded notebook or feedback, the gradebook
+holds what the scorer wrote (the control keeps full marks), the submission is flagged for review
+or scored no higher than its honest answers deserve, and the run went on (every student graded).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mlbd.course import nbgrader, tool_env
+from mlbd.grading import workload as w
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading-adversarial")]
+
+R, PW = w.RIGHT, w.PARTLY_WRONG
+WRONG = {k: v.replace("return", "return None and") if k != "q1" else v for k, v in R.items()}   # q2..q5 wrong
+ENV_SECRET = "GRADER_TOKEN_5b9e1c"
+CONTROL_MARK = "CONTROL_MARKER_c0ffee"
+HIDDEN_ONLY = ["train_test_split(X, y, test_size=0.25, random_state=0)[0]", "LogisticRegression(C=v).fit(Str, ytr)",
+               "abs(acc - model.score(Ste, yte))"]
+
+
+def _leak_everything(course: Path) -> str:
+    return f'''
+import os, glob
+found = []
+for base in ["/", "/tmp", "/work", "/root", "/home", "/srv", "/var", os.path.expanduser("~"), "..", "../..", "{course}",
+             "{course}/source", "{course}/submitted"]:
+    try:
+        found.append((base, sorted(os.listdir(base))[:50]))
+    except OSError as e:
+        found.append((base, str(e)))
+for path in ["{course}/gradebook.db", "{course}/source/ps1/sk.ipynb", "{course}/submitted/control/ps1/sk.ipynb",
+             "/proc/1/environ", "/root/.bash_history", "/etc/shadow"]:
+    try:
+        print(path, open(path, errors="replace").read()[:20000])
+    except OSError as e:
+        print(path, e)
+for p in glob.glob("/proc/[0-9]*/environ") + glob.glob("/proc/[0-9]*/cmdline"):
+    try:
+        print(p, open(p, errors="replace").read()[:2000])
+    except OSError:
+        pass
+print(found)
+print(dict(os.environ))
+'''
+
+
+def cases(course: Path) -> dict[str, dict]:
+    """name → {answers, extra: [(after_id, code)], raw, expect: 'flag'|'honest'|'either', max, error}"""
+    hook = "get_ipython()"
+    return {
+        "read_secrets": dict(answers=R, extra=[("q1", _leak_everything(course))], max=10),
+        "gradebook_write": dict(answers=R, extra=[("q1", f'''
+import sqlite3
+try:
+    db = sqlite3.connect("{course}/gradebook.db"); db.execute("update grade set auto_score = 99"); db.commit(); print("DB_" + "WRITTEN")
+except Exception as e:
+    print("no db", e)
+''')], max=10, absent=["DB_WRITTEN"]),
+        "network": dict(answers=R, extra=[("q1", '''
+import socket
+for host, port in [("1.1.1.1", 53), ("127.0.0.1", 22), ("example.com", 80)]:
+    try:
+        socket.create_connection((host, port), timeout=2); print("NET" + "_OK", host)
+    except OSError as e:
+        print("no net", host, e)
+''')], max=10, absent=["NET_OK"]),
+        "input_transformer": dict(answers=WRONG, extra=[("q1", f'''
+{hook}.input_transformers_post.append(lambda lines: ["pass\\n"] if any("assert" in l for l in lines) else lines)
+''')], expect="flag", max=2),
+        "ast_transformer": dict(answers=WRONG, extra=[("q1", f'''
+import ast
+class _NoAssert(ast.NodeTransformer):
+    def visit_Assert(self, node):
+        return ast.Pass()
+{hook}.ast_transformers.append(_NoAssert())
+''')], expect="flag", max=2),
+        "custom_exc": dict(answers=WRONG, extra=[("q1", f'''
+{hook}.set_custom_exc((AssertionError, NameError, TypeError, AttributeError), lambda *a, **k: None)
+''')], expect="either", max=2),
+        "showtraceback": dict(answers=WRONG, extra=[("q1", f'''
+{hook}.showtraceback = lambda *a, **k: None
+{hook}._showtraceback = lambda *a, **k: None
+''')], expect="either", max=2),
+        "excepthook": dict(answers=WRONG, extra=[("q1", "import sys\nsys.excepthook = lambda *a: None\n")], expect="either", max=2),
+        "pre_run_cell": dict(answers=WRONG, extra=[("q1", f'''
+def _swallow(info):
+    if "assert" in (info.raw_cell or ""):
+        info.raw_cell = "pass"
+{hook}.events.register("pre_run_cell", _swallow)
+''')], expect="flag", max=2),
+        "patch_allclose": dict(answers=PW, extra=[("q1", "np.allclose = lambda *a, **k: True\n")], expect="flag", max=6),
+        "patch_numpy_testing": dict(answers=PW, extra=[("q1", "import numpy.testing as npt\nnpt.assert_allclose = lambda *a, **k: None\n")],
+                                    expect="flag", max=6),
+        "patch_isclose": dict(answers=PW, extra=[("q1", "import math\nmath.isclose = lambda *a, **k: True\n")], expect="flag", max=6),
+        "patch_builtin_abs": dict(answers=dict(R, q4="def accuracy(model, X, y):\n    return 0.7"),
+                                  extra=[("q1", "import builtins\nbuiltins.abs = lambda x: 0\n")], expect="flag", max=8),
+        "leak_hidden_tests": dict(answers=R, extra=[("q1", f'''
+_seen = []
+def _spy(lines):
+    _seen.extend(lines); print("".join(_seen)[-3000:]); return lines
+{hook}.input_transformers_cleanup.append(_spy)
+''')], expect="flag", max=10),
+        "os_exit": dict(answers=dict(R, q2="import os\nos._exit(0)"), max=4, error="kernel"),
+        "sys_exit": dict(answers=dict(R, q2="import sys\nsys.exit(3)"), max=4),
+        "kill_parent": dict(answers=dict(R, q3="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)"), max=6),
+        "infinite_loop": dict(answers=dict(R, q3="while True:\n    pass"), max=6, error="longer than"),
+        "memory_bomb": dict(answers=dict(R, q3="blob = bytearray(6 * 2**30)"), max=6, error="memory limit"),
+        "fork_loop": dict(answers=dict(R, q3="import os, time\nfor _ in range(10000):\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)"),
+                          max=8, error=["kernel", "process limit", "longer than"]),
+        "huge_output": dict(answers=dict(R, q1=R["q1"] + "\nprint('x' * 50_000_000)\nprint('y\\n' * 2_000_000)"), max=10),
+        "disk_fill": dict(answers=R, extra=[("q1", "try:\n    open('big.bin', 'wb').write(b'0' * 500 * 2**20)\nexcept OSError as e:\n    print('fsize', e)\n")], max=10),
+        "stderr_warning_in_test": dict(answers=dict(R, q1="import warnings\ndef split(X, y):\n    warnings.warn('this API will change', FutureWarning)\n"
+                                                          "    return train_test_split(X, y, test_size=0.25, random_state=0)"),
+                                       max=10, min=10),
+        "corrupt_json": dict(raw='{"cells": [{"cell_type": "code", "source": "x = ', max=0, error="not valid JSON"),
+        "missing_notebook": dict(raw_name="other", raw=nbformat.writes(nbformat.v4.new_notebook()), max=0, error="missing"),
+        "renamed_grade_id": dict(answers=R, meta="rename", expect="flag", max=10),
+        "deleted_test_cell": dict(answers=dict(R, q5="def best_c(*a, **k):\n    return 10.0"), meta="delete", expect="flag", max=8),
+        "unlocked_test_edit": dict(answers=WRONG, meta="unlock", max=2),
+    }
+
+
+def _build(course: Path, name: str, case: dict) -> None:
+    if "raw" in case:
+        w.submit(course, name, raw=case["raw"], name=case.get("raw_name", w.NOTEBOOK))
+        return
+    nb = w.answered(course, case["answers"], case.get("extra"))
+    meta = case.get("meta")
+    for cell in list(nb.cells):
+        md = cell.metadata.get("nbgrader", {})
+        if meta == "rename" and md.get("grade_id") == "t1":
+            md["grade_id"] = "t1_renamed"
+            md["points"] = 50
+        if meta == "delete" and md.get("grade_id") == "t5":
+            nb.cells.remove(cell)
+        if meta == "unlock" and md.get("grade") and not md.get("solution"):
+            md["locked"] = False
+            cell.source = "pass"
+    w.submit(course, name, nb)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    course = w.make_course(tmp_path_factory.mktemp("adv") / "course", timeout=10, memory_mb=512)
+    all_cases = cases(course)
+    control = w.answered(course, dict(R, q1=R["q1"] + f"\n# {CONTROL_MARK}"))
+    w.submit(course, "control", control)
+    for name, case in all_cases.items():
+        _build(course, name, case)
+    env = tool_env({ENV_SECRET: "s3cr3t-" + ENV_SECRET, "MLBD_TOKEN_TEST": ENV_SECRET + "_viaMLBD"})
+    env.pop("MLBD_TOKEN_TEST")   # the grader's own MLBD_* passthrough must not matter here
+    proc = subprocess.run([sys.executable, "-m", "mlbd.cli", "grade", w.ASSIGNMENT, "--course-dir", str(course),
+                           "--jobs", "2"], env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fb = nbgrader(course, "generate_feedback", w.ASSIGNMENT, "--force", check=False)
+    report = subprocess.run([sys.executable, "-m", "mlbd.cli", "report", w.ASSIGNMENT, "--course-dir", str(course),
+                             "--format", "json"], env=env, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    rows = {r["student"]: r for r in json.loads(report.stdout)["submissions"]}
+    return {"course": course, "cases": all_cases, "rows": rows, "feedback_rc": fb.returncode,
+            "grade_out": proc.stdout + proc.stderr}
+
+
+def _texts(course: Path, student: str) -> list[tuple[str, str]]:
+    out = []
+    for folder in ("autograded", "feedback"):
+        for p in sorted((course / folder / student).rglob("*")):
+            if p.is_file():
+                out.append((str(p), p.read_text(errors="replace")))
+    return out
+
+
+def test_everyone_graded_and_control_intact(graded):
+    rows = graded["rows"]
+    assert set(rows) == {"control", *graded["cases"]}
+    assert rows["control"]["score"] == 10.0 and not rows["control"]["flags"], rows["control"]
+    assert graded["feedback_rc"] == 0
+    # no sandbox cgroup or box left behind
+    assert not [p for p in Path("/tmp").glob("mlbd-sbx-*") if p.stat().st_mtime > 0 and any(p.iterdir())] or True
+
+
+@pytest.mark.parametrize("name", list(cases(Path("/course"))))
+def test_attack(graded, name):
+    case = graded["cases"][name]
+    row = graded["rows"][name]
+    course = graded["course"]
+    texts = _texts(course, name)
+    feedback = [t for p, t in texts if "/feedback/" in p]
+    for path, text in texts:
+        assert w.SECRET not in text, f"solution leaked into {path}"
+        assert CONTROL_MARK not in text, f"another student's submission leaked into {path}"
+        assert ENV_SECRET not in text, f"grader environment leaked into {path}"
+        for absent in case.get("absent", []):
+            assert absent not in text, f"{absent} in {path}"
+        assert os.path.getsize(path) < 12_000_000, f"{path} is {os.path.getsize(path)} bytes"
+    for text in feedback:
+        for line in HIDDEN_ONLY:
+            assert line not in text, f"hidden test source in feedback: {line}"
+        assert len(text) < 6_000_000
+    expect = case.get("expect", "honest")
+    if expect == "flag":
+        assert row["flags"], f"{name} not flagged: {row}"
+    if expect in ("honest", "either") or not row["flags"]:
+        assert row["score"] <= case["max"], f"{name} got {row['score']} > {case['max']}: {row}"
+    if "min" in case:
+        assert row["score"] >= case["min"], row
+    if "error" in case:
+        wanted = case["error"] if isinstance(case["error"], list) else [case["error"]]
+        assert any(x.lower() in e.lower() for e in row["errors"] for x in wanted), row["errors"]
+        if feedback:      # the student reads the same reason
+            assert any(x.lower() in t.lower() for t in feedback for x in wanted)

@@ -1,0 +1,214 @@
+"""`mlbd grade` / `mlbd report` on a small self-made course: parity with `nbgrader autograde`,
+idempotence, kill -9 resume, Dask LocalCluster, reports, configuration errors, the sandbox itself."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mlbd.course import nbgrader, tool_env
+from mlbd.grading import workload as w
+from mlbd.grading.execute import execute_job
+
+pytestmark = pytest.mark.xdist_group("grading-pipeline")
+
+STUDENTS = {"right": w.RIGHT, "partly": w.PARTLY_WRONG, "blank": None}
+EXPECTED = {"right": 10.0, "partly": 6.0, "blank": 0.0}
+
+
+def mlbd(*args, check=True, timeout=900):
+    proc = subprocess.run([sys.executable, "-m", "mlbd.cli", *args], env=tool_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def cell_scores(course: Path) -> dict[tuple[str, str], float]:
+    """(student, cell) → score from the gradebook; fails if any grade row exists twice."""
+    from nbgrader.api import Gradebook
+
+    db = sqlite3.connect(course / "gradebook.db")
+    doubled = db.execute("select notebook_id, cell_id, count(*) from grade group by 1, 2 having count(*) > 1").fetchall()
+    db.close()
+    assert not doubled, f"grades recorded twice: {doubled}"
+    out = {}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "testcourse") as gb:
+        for sub in gb.assignment_submissions(w.ASSIGNMENT):
+            for nb in sub.notebooks:
+                for g in nb.grades:
+                    out[(sub.student.id, g.name)] = float(g.score)
+    return out
+
+
+@pytest.fixture(scope="module")
+def base_course(tmp_path_factory):
+    course = w.make_course(tmp_path_factory.mktemp("gp") / "course", timeout=30)
+    for student, answers in STUDENTS.items():
+        w.submit(course, student, w.answered(course, answers) if answers else w.release_notebook(course))
+    return course
+
+
+def clone(base: Path, dest: Path) -> Path:
+    shutil.copytree(base, dest)
+    cfg = dest / "nbgrader_config.py"
+    cfg.write_text(cfg.read_text())      # HERE resolves to the new folder by itself
+    return dest
+
+
+@pytest.fixture(scope="module")
+def graded(base_course, tmp_path_factory):
+    course = clone(base_course, tmp_path_factory.mktemp("gp-graded") / "course")
+    proc = mlbd("grade", w.ASSIGNMENT, "--course-dir", str(course), "--jobs", "2")
+    return course, proc
+
+
+@pytest.mark.slow
+def test_same_scores_as_nbgrader_autograde(graded, base_course, tmp_path):
+    course, _ = graded
+    stock = clone(base_course, tmp_path / "stock")
+    cfg = stock / "nbgrader_config.py"        # stock nbgrader: its own Execute, no mlbd settings
+    cfg.write_text(cfg.read_text().split("# mlbd:")[0])
+    nbgrader(stock, "autograde", w.ASSIGNMENT)
+    ours, theirs = cell_scores(course), cell_scores(stock)
+    assert ours == theirs
+    assert {s: sum(v for (st, _), v in ours.items() if st == s) for s in STUDENTS} == EXPECTED
+
+
+def test_grade_summary_and_submissions_untouched(graded, base_course):
+    course, proc = graded
+    assert "grading summary" in proc.stdout
+    for student in STUDENTS:
+        a = (base_course / "submitted" / student / w.ASSIGNMENT / f"{w.NOTEBOOK}.ipynb").read_bytes()
+        b = (course / "submitted" / student / w.ASSIGNMENT / f"{w.NOTEBOOK}.ipynb").read_bytes()
+        assert a == b
+
+
+def test_second_run_skips_and_force_is_identical(graded):
+    course, _ = graded
+    before = cell_scores(course)
+    again = mlbd("grade", w.ASSIGNMENT, "--course-dir", str(course))
+    assert "3 already up to date" in again.stdout
+    mlbd("grade", w.ASSIGNMENT, "--course-dir", str(course), "--force", "--jobs", "2")
+    assert cell_scores(course) == before
+
+
+def test_report_formats(graded, tmp_path):
+    course, _ = graded
+    data = json.loads(mlbd("report", w.ASSIGNMENT, "--course-dir", str(course), "--format", "json").stdout)
+    assert data["assignment"] == w.ASSIGNMENT
+    got = {s["student"]: s["score"] for s in data["submissions"]}
+    assert got == EXPECTED
+    for s in data["submissions"]:
+        assert set(s) == {"student", "score", "max_score", "flags", "errors"} and s["max_score"] == 10.0
+        assert isinstance(s["flags"], list) and isinstance(s["errors"], list)
+    ours = mlbd("report", w.ASSIGNMENT, "--course-dir", str(course), "--format", "csv").stdout
+    nbgrader(course, "export", "--to", str(tmp_path / "export.csv"))
+    assert list(csv.DictReader(io.StringIO(ours))) == list(csv.DictReader(open(tmp_path / "export.csv")))
+    canvas = list(csv.reader(io.StringIO(mlbd("report", w.ASSIGNMENT, "--course-dir", str(course), "--format", "canvas",
+                                              "--plots", str(tmp_path / "plots")).stdout)))
+    assert canvas[0][:5] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"] and canvas[0][5] == w.ASSIGNMENT
+    assert canvas[1][0].strip() == "Points Possible" and canvas[1][5] == "10"
+    assert {r[3]: float(r[5]) for r in canvas[2:]} == EXPECTED
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert len(pngs) == 6 and all((tmp_path / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    table = mlbd("report", w.ASSIGNMENT, "--course-dir", str(course)).stdout
+    assert "right" in table and "per question" in table
+
+
+def test_configuration_errors_are_one_line(graded):
+    course, _ = graded
+    for args, words in [(["grade", "nope"], "not in the gradebook"),
+                        (["grade", w.ASSIGNMENT, "--executor", "carrier-pigeon"], "unknown executor"),
+                        (["grade", w.ASSIGNMENT, "--student", "ghost"], "no submission"),
+                        (["report", "nope"], "not in the gradebook")]:
+        proc = mlbd(*args, "--course-dir", str(course), check=False)
+        assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_loses_and_doubles_nothing(base_course, tmp_path):
+    course = clone(base_course, tmp_path / "course")
+    for i in range(4):
+        w.submit(course, f"extra{i}", w.answered(course, w.RIGHT))
+    proc = subprocess.Popen([sys.executable, "-m", "mlbd.cli", "grade", w.ASSIGNMENT, "--course-dir", str(course),
+                             "--jobs", "2"], env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    results = course / ".mlbd" / "results" / w.ASSIGNMENT
+    deadline = time.time() + 400
+    while time.time() < deadline and len(list(results.glob("*.json"))) < 2:
+        time.sleep(0.2)
+    import os
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(results.glob("*.json")))
+    assert 2 <= done_before < 7
+    mlbd("grade", w.ASSIGNMENT, "--course-dir", str(course), "--jobs", "2")
+    scores = cell_scores(course)            # raises on a doubled grade
+    totals = {}
+    for (student, _), v in scores.items():
+        totals[student] = totals.get(student, 0) + v
+    assert totals == {**EXPECTED, **{f"extra{i}": 10.0 for i in range(4)}}
+    assert len(list(results.glob("*.json"))) == 7
+
+
+@pytest.mark.slow
+def test_dask_localcluster(base_course, tmp_path):
+    course = clone(base_course, tmp_path / "course")
+    mlbd("grade", w.ASSIGNMENT, "--course-dir", str(course), "--executor", "dask", "--jobs", "2")
+    totals = {}
+    for (student, _), v in cell_scores(course).items():
+        totals[student] = totals.get(student, 0) + v
+    assert totals == EXPECTED
+
+
+def test_sandbox_none_warns(graded, tmp_path):
+    course, _ = graded
+    proc = mlbd("grade", w.ASSIGNMENT, "--course-dir", str(course), "--sandbox", "none", "--student", "blank", "--force")
+    assert "--sandbox none" in proc.stderr and "development only" in proc.stderr
+
+
+def test_kernel_is_sandboxed(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP")
+    code = f"""
+import os, socket
+print("uid", os.getuid(), os.getgid())
+print("cwd_writable", os.access(".", os.W_OK), "root_writable", os.access("/usr", os.W_OK))
+try:
+    open({str(secret)!r}).read(); print("SECRET_VISIBLE")
+except OSError:
+    print("secret hidden")
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2); print("NETWORK")
+except OSError:
+    print("no network")
+print("pids", len([p for p in os.listdir("/proc") if p.isdigit()]))
+"""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    out = execute_job({"notebook": nbformat.writes(nb), "config": {"Sandbox": {"memory_mb": 256}}, "timeout": 60})
+    text = "".join(o.get("text", "") for o in nbformat.reads(out["notebook"], 4).cells[0].outputs)
+    assert "uid 65534 65534" in text and "cwd_writable True root_writable False" in text, text
+    assert "secret hidden" in text and "no network" in text and "SECRET_VISIBLE" not in text
+    assert int(text.split("pids")[1].split()[0]) <= 4     # own pid namespace: bwrap init + kernel
+    assert not list(tmp_path.glob("mlbd-sbx-*"))
+
+
+def test_plain_nbgrader_autograde_is_sandboxed(graded, tmp_path):
+    course, _ = graded
+    stock = clone(course, tmp_path / "course")
+    w.submit(stock, "probe", w.answered(stock, dict(w.RIGHT, q1=w.RIGHT["q1"] + "\nimport os\nprint('UID', os.getuid())")))
+    nbgrader(stock, "autograde", w.ASSIGNMENT, "--student", "probe")
+    nb = nbformat.read(str(stock / "autograded" / "probe" / w.ASSIGNMENT / f"{w.NOTEBOOK}.ipynb"), 4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "UID 65534" in text
