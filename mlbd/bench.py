@@ -73,7 +73,62 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-BENCHES = {"content": bench_content, "data": bench_data}
+def bench_grade(course_dir: Path, args) -> int:
+    """Stock `nbgrader autograde` vs `mlbd grade` (sandboxed) vs `mlbd grade --sandbox none` on the
+    same 30 submissions (10 right, 10 partly wrong, 10 blank) of a 5-question scikit-learn notebook."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from .course import nbgrader, tool_env
+    from .grading import workload as w
+
+    jobs = os.cpu_count() or 1
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mlbd-bench-grade-") as tmp:
+        base = w.make_course(Path(tmp) / "base", timeout=120, mlbd_settings=False)
+        for i in range(30):
+            kind = ("right", "partly", "blank")[i // 10]
+            nb = w.answered(base, w.RIGHT if kind == "right" else w.PARTLY_WRONG) if kind != "blank" else w.release_notebook(base)
+            w.submit(base, f"{kind}{i % 10:02d}", nb)
+        runs = [("nbgrader autograde (stock, serial, unsandboxed)", None),
+                (f"mlbd grade --jobs {jobs} (sandboxed)", "bwrap"),
+                (f"mlbd grade --jobs {jobs} --sandbox none", "none")]
+        totals = {}
+        for label, sandbox in runs:
+            course = Path(tmp) / (sandbox or "stock")
+            shutil.copytree(base, course)
+            start = time.perf_counter()
+            if sandbox is None:
+                nbgrader(course, "autograde", w.ASSIGNMENT)
+            else:
+                proc = subprocess.run([sys.executable, "-m", "mlbd.cli", "grade", w.ASSIGNMENT, "--course-dir", str(course),
+                                       "--jobs", str(jobs), "--sandbox", sandbox], env=tool_env(), capture_output=True, text=True)
+                if proc.returncode:
+                    raise RuntimeError(proc.stderr[-2000:])
+            seconds = time.perf_counter() - start
+            totals[sandbox] = seconds
+            from .demo import score_table
+            scores = sorted(score_table(course, w.ASSIGNMENT))
+            rows.append({"run": label, "seconds": round(seconds, 1), "s_per_submission": round(seconds / 30, 3),
+                         "total_points": sum(s for _, s, _ in scores), "graded": len(scores)})
+    stock, boxed, bare = totals[None], totals["bwrap"], totals["none"]
+    table = Table(title=f"Grading 30 submissions on {jobs} core(s)")
+    for col in ("run", "seconds", "s/submission", "points (all)", "graded"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    _emit(table, rows, args.out)
+    Console().print(f"speed-up, sandboxed vs stock nbgrader: {stock / boxed:.2f}x; "
+                    f"--sandbox none vs stock: {stock / bare:.2f}x; sandbox overhead: {100 * (boxed / bare - 1):+.1f}%")
+    if len({r["total_points"] for r in rows}) != 1:
+        Console().print("[bold red]scores differ between runs[/]")
+        return 1
+    return 0
+
+
+BENCHES = {"content": bench_content, "data": bench_data, "grade": bench_grade}
 
 
 def run(what: str, course_dir: Path, args) -> int:
