@@ -187,8 +187,6 @@ def test_everyone_graded_and_control_intact(graded):
     assert set(rows) == {"control", *graded["cases"]}
     assert rows["control"]["score"] == 10.0 and not rows["control"]["flags"], rows["control"]
     assert graded["feedback_rc"] == 0
-    # no sandbox cgroup or box left behind
-    assert not [p for p in Path("/tmp").glob("mlbd-sbx-*") if p.stat().st_mtime > 0 and any(p.iterdir())] or True
 
 
 @pytest.mark.parametrize("name", list(cases(Path("/course"))))
