@@ -212,3 +212,14 @@ def test_plain_nbgrader_autograde_is_sandboxed(graded, tmp_path):
     nb = nbformat.read(str(stock / "autograded" / "probe" / w.ASSIGNMENT / f"{w.NOTEBOOK}.ipynb"), 4)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "UID 65534" in text
+
+
+def test_library_hooks_are_not_flagged(graded, tmp_path):
+    """matplotlib registers an IPython post_execute callback: an honest plot is not tampering."""
+    course = clone(graded[0], tmp_path / "course")
+    plot = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
+    w.submit(course, "plotter", w.answered(course, w.RIGHT, [("q1", plot)]))
+    mlbd("grade", w.ASSIGNMENT, "--course-dir", str(course), "--student", "plotter")
+    row = {r["student"]: r for r in json.loads(mlbd("report", w.ASSIGNMENT, "--course-dir", str(course),
+                                                      "--format", "json").stdout)["submissions"]}["plotter"]
+    assert row["score"] == 10.0 and row["flags"] == [] and row["errors"] == [], row

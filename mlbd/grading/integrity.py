@@ -59,11 +59,20 @@ def _mlbd_probe_{nonce}():
     ip = get_ipython()
     shell_cls = type(ip)
     r = {{}}
-    r["input_transformers_post"] = len(ip.input_transformers_post)
-    r["input_transformers_cleanup"] = len(ip.input_transformers_cleanup)
-    r["ast_transformers"] = len(ip.ast_transformers)
+    import os
+    libs = tuple({{sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.__file__)}})
+    def user(f):
+        f = getattr(f, "__func__", f)
+        code = getattr(f, "__code__", None) or getattr(getattr(type(f), "__call__", None), "__code__", None)
+        if code is None:
+            return type(f).__name__ not in ("builtin_function_or_method", "method-wrapper")
+        return not code.co_filename.startswith(libs)
+    # hooks installed by libraries (matplotlib's post_execute flush, ...) are fine; count the user's
+    r["input_transformers_post"] = sum(map(user, ip.input_transformers_post))
+    r["input_transformers_cleanup"] = sum(map(user, ip.input_transformers_cleanup))
+    r["ast_transformers"] = sum(map(user, ip.ast_transformers))
     r["custom_exceptions"] = len(tuple(ip.custom_exceptions))
-    r["events"] = {{k: len(v) for k, v in ip.events.callbacks.items()}}
+    r["events"] = {{k: sum(map(user, v)) for k, v in ip.events.callbacks.items()}}
     r["patched_shell_methods"] = sorted(n for n in ("run_cell", "run_cell_async", "run_ast_nodes", "run_code",
         "showtraceback", "_showtraceback", "showsyntaxerror", "transform_cell", "transform_ast",
         "should_run_async", "ex", "ev", "run_line_magic") if n in vars(ip)
