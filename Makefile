@@ -4,11 +4,12 @@ PYTHON_BASE ?= /usr/bin/python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := bubblewrap chromium git make
+APT_PACKAGES := bubblewrap chromium git make nodejs
 ASSIGNMENT ?= lecture01
+CHP_VERSION ?= 4.6.3
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test test-fast demo build lock clean
+.PHONY: install system-deps test test-fast demo build lock clean hub hub-stop
 
 # Debian packages the tests and the sandbox need (skipped when present or not root).
 system-deps:
@@ -35,6 +36,17 @@ test: install
 # The fast tier: everything but TensorFlow courseworks, hub and browser tests.
 test-fast: install
 	$(PY) -m pytest -n auto --dist loadgroup -m "not slow" $(PYTEST_ARGS) grader_tests
+
+# The embedded JupyterHub on http://127.0.0.1:8000 (accounts from hub_config/roster.csv, password
+# $MLBD_DEMO_PASSWORD, default mlbd-demo). Ctrl-C or `make hub-stop` stops everything it started.
+hub: install
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+	@command -v configurable-http-proxy >/dev/null || npm install -g --silent configurable-http-proxy@$(CHP_VERSION)
+	$(VENV)/bin/mlbd build $(HUB_BUILD)
+	$(VENV)/bin/mlbd hub start
+
+hub-stop:
+	$(VENV)/bin/mlbd hub stop
 
 demo: install
 	$(VENV)/bin/mlbd demo --assignment $(ASSIGNMENT)

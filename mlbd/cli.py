@@ -84,6 +84,12 @@ def cmd_report(args) -> int:
     return report(_course(args), args.assignment, fmt=args.format, plots=args.plots)
 
 
+def cmd_hub(args) -> int:
+    from .hub import launcher
+
+    return launcher.main(args.action, _course(args), args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlbd", description="Autograded coursework platform for Machine Learning with Big-Data")
     sub = p.add_subparsers(dest="command", required=True)
@@ -131,6 +137,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--format", default="table", choices=["table", "csv", "json", "canvas"])
     r.add_argument("--plots", metavar="DIR", help="write per-question and total score histograms (PNG) here")
     r.set_defaults(func=cmd_report)
+
+    h = sub.add_parser("hub", help="the embedded JupyterHub: start (prepare + run), stop, status, release/grade/feedback ASSIGNMENT")
+    h.add_argument("action", choices=["start", "stop", "status", "prepare", "release", "grade", "feedback"])
+    h.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
+    h.add_argument("--course-dir")
+    h.add_argument("--state-dir", help="runtime state (default: .hub/ when every user can traverse to it)")
+    h.add_argument("--port", type=int, help="public port (default 8000)")
+    h.add_argument("--roster", help="roster CSV (default hub_config/roster.csv)")
+    h.add_argument("--background", action="store_true", help="return once the hub answers")
+    h.set_defaults(func=cmd_hub)
 
     d = sub.add_parser("demo", help="the whole cycle without a browser: release, 3 students submit, grade, feedback")
     d.add_argument("--assignment", default="lecture01")

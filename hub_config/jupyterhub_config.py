@@ -1,0 +1,98 @@
+"""JupyterHub configuration of the embedded default (one machine). Start it with `make hub` or
+`mlbd hub start`, which prepare accounts, the course copy and the exchange, and point
+``MLBD_HUB_SETTINGS`` at the settings this file reads (mlbd/hub/settings.py).
+
+SQLite, configurable-http-proxy, one Unix account per user (LocalProcessSpawner), the shared
+password for the demo accounts, groups from the roster, the formgrader as a service run by the
+course account (instructors and TAs only), and the idle culler. For a real institution, replace
+the authenticator (see README, "Logging in for real"); everything else stays.
+"""
+import os
+import sys
+
+from mlbd.hub import accounts, profiles
+from mlbd.hub.settings import HubSettings
+
+c = get_config()  # noqa: F821
+
+s = HubSettings.from_env()
+roster = accounts.read_roster(s.roster)
+groups = accounts.groups(roster)
+bin_dir = s.venv_bin
+python = os.path.join(bin_dir, "python")
+grader = accounts.course_account(s.course_id)
+
+# -- network, state -------------------------------------------------------------------------------
+c.JupyterHub.bind_url = s.url
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{s.hub_port}"
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s.proxy_api_port}"
+c.ConfigurableHTTPProxy.command = ["configurable-http-proxy"]
+c.ConfigurableHTTPProxy.pid_file = str(s.hub_dir / "proxy.pid")
+c.ConfigurableHTTPProxy.debug = False
+c.JupyterHub.db_url = f"sqlite:///{s.hub_dir / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(s.hub_dir / "jupyterhub_cookie_secret")
+c.JupyterHub.pid_file = str(s.pid_file)
+c.JupyterHub.cleanup_servers = True   # Ctrl-C / `make hub-stop` stops user servers and services too
+c.JupyterHub.cleanup_proxy = True
+c.JupyterHub.concurrent_spawn_limit = 100
+c.JupyterHub.active_server_limit = 0
+
+# -- who logs in ------------------------------------------------------------------------------------
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = s.password
+c.Authenticator.allowed_users = {m.username for m in roster}
+c.Authenticator.manage_groups = False
+c.JupyterHub.load_groups = {name: {"users": users} for name, users in groups.items()}
+
+# -- roles ---------------------------------------------------------------------------------------------
+c.JupyterHub.load_roles = [
+    {"name": "formgrader-access", "description": "reach the course formgrader",
+     "scopes": ["access:services!service=formgrader"], "groups": ["instructors", "tas"]},
+    {"name": "course-instructor", "description": "see users, start and stop students' servers",
+     "scopes": ["admin-ui", "list:users", "read:users", "read:servers", "admin:servers!group=students"],
+     "groups": ["instructors"]},
+    {"name": "idle-culler", "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+     "services": ["idle-culler"]},
+]
+
+# -- user servers -----------------------------------------------------------------------------------
+c.JupyterHub.spawner_class = "mlbd.hub.spawner.CourseSpawner"
+c.CourseSpawner.profiles = profiles.profile_list()
+c.CourseSpawner.config_dirs = {"staff": str(s.etc / "staff"), "student": str(s.etc / "student")}
+c.CourseSpawner.extra_path = bin_dir
+c.Spawner.cmd = [os.path.join(bin_dir, "jupyterhub-singleuser")]
+c.Spawner.default_url = "/lab"
+c.Spawner.start_timeout = 180
+c.Spawner.http_timeout = 180
+c.Spawner.environment = {"LANG": "C.UTF-8"}
+if s.home_base:
+    c.Spawner.notebook_dir = "~"
+
+# -- services ---------------------------------------------------------------------------------------
+c.JupyterHub.services = [
+    {
+        "name": "formgrader",
+        "display": True,
+        "oauth_no_confirm": True,
+        "url": f"http://127.0.0.1:{s.formgrader_port}",
+        "user": grader,
+        "cwd": str(s.course_dir),
+        "command": [os.path.join(bin_dir, "jupyterhub-singleuser"), f"--ServerApp.root_dir={s.course_dir}"],
+        "environment": {
+            "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+            "JUPYTER_CONFIG_PATH": str(s.etc / "grader"),
+            "JUPYTERHUB_DEFAULT_URL": "/formgrader",
+            "MLBD_EXCHANGE": str(s.exchange),
+            "MLBD_COURSE_ID": s.course_id,
+            "MLBD_DB_URL": f"sqlite:///{s.course_dir / 'gradebook.db'}",
+            "MPLBACKEND": "Agg",
+            "MLBD_OFFLINE": "1",
+            "HOME": os.path.expanduser(f"~{grader}"),
+            "LANG": "C.UTF-8",
+        },
+    },
+    {
+        "name": "idle-culler",
+        "command": [python, "-m", "jupyterhub_idle_culler", f"--timeout={s.idle_timeout}", "--cull-every=300"],
+    },
+]

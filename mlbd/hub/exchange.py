@@ -1,0 +1,155 @@
+"""nbgrader's filesystem exchange, made private: no student can read another student's submission.
+
+Stock nbgrader 0.9 makes the inbound directory ``2733`` and each submission directory ``0777`` with
+``0644`` files, hidden only by an unguessable name: a student who learns the name (a shared screen,
+a log line) can read it or write into it. These subclasses, plugged in through nbgrader's own
+extension points (``c.ExchangeFactory.submit = "mlbd.hub.exchange.PrivateSubmit"`` …), change that:
+
+* release: ``inbound`` becomes ``3733`` owned by the course account: others may create entries but
+  not list them, and the sticky bit stops them renaming or removing anyone else's entry;
+* submit: the copy is assembled in a private (0700) staging directory, its directories made
+  ``0750`` and files ``0640`` (group: the course account's, inherited from the setgid ``inbound``),
+  and only then renamed into ``inbound`` in one atomic step. So the course account can read it and
+  nobody else (other students included) can, at any moment;
+* collect: only submissions whose directory belongs to the student they name are collected (stock
+  nbgrader only warns), and ``submitted/`` stays private to the course account;
+* every operation: the exchange root need only be traversable (stock nbgrader wants it
+  world-writable).
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import stat
+import tempfile
+
+from nbgrader.exchange import default
+from nbgrader.utils import ignore_patterns
+
+INBOUND_MODE = 0o3733   # setgid + sticky, rwx for the course account, wx for others
+SUBMISSION_DIR_MODE = 0o750
+SUBMISSION_FILE_MODE = 0o640
+
+
+class _TraversableRoot:
+    def ensure_root(self):
+        """The exchange root must exist and be traversable; its course folder does the rest."""
+        if not os.path.isdir(self.root) or not os.access(self.root, os.X_OK):
+            self.fail(f"Exchange directory missing or not accessible, please contact your instructor: {self.root}")
+
+
+class PrivateExchange(_TraversableRoot, default.Exchange):
+    pass
+
+
+class PrivateFetchAssignment(_TraversableRoot, default.ExchangeFetchAssignment):
+    pass
+
+
+class PrivateFetchFeedback(_TraversableRoot, default.ExchangeFetchFeedback):
+    pass
+
+
+class PrivateList(_TraversableRoot, default.ExchangeList):
+    pass
+
+
+class PrivateReleaseFeedback(_TraversableRoot, default.ExchangeReleaseFeedback):
+    pass
+
+
+class PrivateReleaseAssignment(_TraversableRoot, default.ExchangeReleaseAssignment):
+    def init_dest(self):
+        super().init_dest()
+        if not self.coursedir.groupshared and stat.S_IMODE(os.stat(self.inbound_path).st_mode) != INBOUND_MODE:
+            os.chmod(self.inbound_path, INBOUND_MODE)
+
+
+class PrivateSubmit(_TraversableRoot, default.ExchangeSubmit):
+    def _stamp(self, folder: str, secret: str) -> None:
+        for name, text in (("timestamp.txt", self.timestamp), ("submission_secret.txt", secret)):
+            with open(os.path.join(folder, name), "w") as fh:
+                fh.write(text)
+
+    def _copy_into(self, src: str, dest: str) -> None:
+        """nbgrader's do_copy (size limit, ignore/include patterns) into an existing folder."""
+        if self.get_size(src) > 1000 * self.coursedir.max_dir_size:
+            raise RuntimeError(f"Directory size is too big; the maximum is {1000 * self.coursedir.max_dir_size} bytes")
+        shutil.copytree(src, dest, dirs_exist_ok=True, symlinks=False,
+                        ignore=ignore_patterns(exclude=self.coursedir.ignore, include=self.coursedir.include,
+                                               max_file_size=self.coursedir.max_file_size, log=self.log))
+
+    def copy_files(self):
+        self.init_release()
+        self.check_filename_diff()
+        secret = secrets.token_hex(64)
+        dest = os.path.join(self.inbound_path, self.assignment_filename)
+        # Assemble the submission where nobody else can look (mkdtemp: 0700, owned by the student;
+        # the setgid inbound gives it the course account's group), fix its modes, then publish it
+        # with one rename: at no moment is a readable partial or public copy in the exchange.
+        staging = tempfile.mkdtemp(prefix=".staging-", dir=self.inbound_path)
+        try:
+            part = os.path.join(staging, "submission")
+            # Every file must be created while its folder still carries the setgid bit inherited
+            # from inbound (so it gets the course account's group): copying restores the source's
+            # mode at the end, which drops that bit, so write the stamps first.
+            os.mkdir(part, 0o700)
+            self._stamp(part, secret)
+            self._copy_into(self.src_path, part)
+            self.set_perms(part, fileperms=SUBMISSION_FILE_MODE, dirperms=SUBMISSION_DIR_MODE)
+            os.rename(part, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.log.info("Source: %s", self.src_path)
+        self.log.info("Destination: %s (private to the course account)", dest)
+
+        # The student's own record of the submission (their home is 0700).
+        name = self.assignment_filename.rsplit("+", 1)[0] if self.add_random_string else self.assignment_filename
+        cache_path = os.path.join(self.cache_path, name)
+        os.makedirs(self.cache_path, exist_ok=True)
+        self.do_copy(self.src_path, cache_path)
+        self._stamp(cache_path, secret)
+        self.log.info("Submitted as: %s %s %s", self.coursedir.course_id, self.coursedir.assignment_id, self.timestamp)
+
+
+class PrivateCollect(_TraversableRoot, default.ExchangeCollect):
+    def init_src(self):
+        super().init_src()
+        kept = []
+        for rec in self.src_records:
+            path = os.path.join(self.inbound_path, rec["filename"])
+            try:
+                owner = pwd.getpwuid(os.lstat(path).st_uid).pw_name
+            except KeyError:
+                owner = None
+            if os.path.islink(path) or owner != rec["username"]:
+                self.log.warning("skipping %s: it names %s but belongs to %s", path, rec["username"], owner)
+                continue
+            kept.append(rec)
+        self.src_records = kept
+
+    def init_dest(self):
+        super().init_dest()
+        submitted = self.coursedir.format_path(self.coursedir.submitted_directory, ".", ".")
+        os.makedirs(submitted, exist_ok=True)
+        os.chmod(submitted, 0o700)
+
+
+#: ``c.ExchangeFactory.<trait>`` → class, for config files.
+FACTORY = {
+    "exchange": PrivateExchange,
+    "fetch_assignment": PrivateFetchAssignment,
+    "fetch_feedback": PrivateFetchFeedback,
+    "release_assignment": PrivateReleaseAssignment,
+    "release_feedback": PrivateReleaseFeedback,
+    "list": PrivateList,
+    "submit": PrivateSubmit,
+    "collect": PrivateCollect,
+}
+
+
+def config_lines() -> str:
+    """The nbgrader config lines that install these classes."""
+    return "".join(f'c.ExchangeFactory.{trait} = "{cls.__module__}.{cls.__name__}"\n' for trait, cls in FACTORY.items())

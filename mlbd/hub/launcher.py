@@ -1,0 +1,416 @@
+"""`mlbd hub …`: prepare the machine for the embedded hub, start it, stop it, run course steps on it.
+
+``prepare`` is idempotent: accounts that exist are kept, the course copy is refreshed from the
+repository (gradebook, submissions and feedback are kept), an assignment already in the exchange is
+not released again. Layout under the state dir (see HubSettings):
+
+    hub/       0700 root        SQLite, cookie secret, pid files, settings.json, log
+    course/    0700 course acct  nbgrader_config.py, source/, release/, gradebook.db, submitted/ …
+    exchange/  0755 root        <course>/outbound 0755, inbound 3733 (mlbd.hub.exchange), feedback 0711
+    etc/       0755 root        Jupyter config dirs: student/ (no instructor extensions), staff/, grader/
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from ..course import CourseError, assignments
+from . import accounts
+from .exchange import config_lines
+from .settings import HubSettings
+
+INSTRUCTOR_ONLY = ["@jupyter/nbgrader:create-assignment", "@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:course-list"]
+STAFF_OFF = ["@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:course-list"]  # the formgrader is the hub service
+SERVER_EXTENSIONS = {
+    "student": {"nbgrader.server_extensions.formgrader": False, "nbgrader.server_extensions.course_list": False},
+    "staff": {"nbgrader.server_extensions.formgrader": False, "nbgrader.server_extensions.course_list": False},
+    "grader": {"nbgrader.server_extensions.formgrader": True, "nbgrader.server_extensions.course_list": False,
+               "nbgrader.server_extensions.assignment_list": False},
+}
+
+
+def log(msg: str) -> None:
+    print(f"[mlbd hub] {msg}", flush=True)
+
+
+def default_state_dir(repo: Path) -> Path:
+    """``.hub/`` in the repository when every user can traverse to it, else /var/lib/mlbd-hub."""
+    here = repo / ".hub"
+    if all(os.stat(p).st_mode & stat.S_IXOTH for p in (repo, *repo.parents)):
+        return here
+    return Path("/var/lib/mlbd-hub")
+
+
+# -- running things as the course account ---------------------------------------------------------
+def as_user(name: str, cmd: list[str], *, cwd: Path | str, env: dict | None = None,
+            check: bool = True, timeout: float | None = 600) -> subprocess.CompletedProcess:
+    pw = pwd.getpwnam(name)
+    full = {"HOME": pw.pw_dir, "USER": name, "LOGNAME": name, "LANG": "C.UTF-8",
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"}
+    full.update(env or {})
+    proc = subprocess.run(cmd, cwd=cwd, env=full, user=pw.pw_uid, group=pw.pw_gid, extra_groups=[],
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
+        raise CourseError(f"as {name}: {' '.join(cmd[:6])} failed:\n" + "\n".join(tail))
+    return proc
+
+
+def grader_env(s: HubSettings) -> dict:
+    return {"JUPYTER_CONFIG_PATH": str(s.etc / "grader"), "MLBD_EXCHANGE": str(s.exchange),
+            "MLBD_COURSE_ID": s.course_id, "MLBD_DB_URL": f"sqlite:///{s.course_dir / 'gradebook.db'}",
+            "MPLBACKEND": "Agg", "MLBD_OFFLINE": "1"}
+
+
+def nbgrader_as_grader(s: HubSettings, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return as_user(accounts.course_account(s.course_id), [sys.executable, "-m", "nbgrader", *args],
+                   cwd=s.course_dir, env=grader_env(s), check=check)
+
+
+# -- prepare --------------------------------------------------------------------------------------
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise CourseError("the embedded hub runs as root (one Unix account per user): run `sudo make hub`")
+
+
+def _mkdir(path: Path, mode: int, owner: str | None = None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    if owner:
+        pw = pwd.getpwnam(owner)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    os.chmod(path, mode)
+    return path
+
+
+def write_config_dirs(s: HubSettings) -> None:
+    """Jupyter config dirs that the spawner (JUPYTER_CONFIG_PATH) and the formgrader service use."""
+    nbgrader_cfg = (
+        "# written by `mlbd hub` (mlbd/hub/launcher.py); regenerated at every start\n"
+        "c = get_config()  # noqa: F821\n"
+        f"c.CourseDirectory.course_id = {s.course_id!r}\n"
+        f"c.Exchange.root = {str(s.exchange)!r}\n"
+        "c.Exchange.path_includes_course = True\n"
+        + config_lines())
+    disabled = {"student": INSTRUCTOR_ONLY, "staff": STAFF_OFF, "grader": []}
+    for role in ("student", "staff", "grader"):
+        d = _mkdir(s.etc / role, 0o755)
+        (d / "nbgrader_config.py").write_text(nbgrader_cfg)
+        (d / "jupyter_server_config.json").write_text(json.dumps(
+            {"ServerApp": {"jpserver_extensions": SERVER_EXTENSIONS[role]}}, indent=1))
+        _mkdir(d / "labconfig", 0o755)
+        (d / "labconfig" / "page_config.json").write_text(json.dumps(
+            {"disabledExtensions": {ext: True for ext in disabled[role]}}, indent=1))
+        for f in d.rglob("*"):
+            os.chmod(f, 0o755 if f.is_dir() else 0o644)
+
+
+def sync_course(s: HubSettings) -> None:
+    """Refresh the course account's copy from the repository; keep gradebook and runtime folders."""
+    repo = Path(s.repo)
+    grader = accounts.course_account(s.course_id)
+    fresh = not s.course_dir.exists()
+    _mkdir(s.course_dir, 0o700, grader)
+    shutil.copy2(repo / "nbgrader_config.py", s.course_dir / "nbgrader_config.py")
+    for folder in ("source", "release"):
+        for a in assignments(repo):
+            src = repo / folder / a
+            if src.is_dir():
+                dest = s.course_dir / folder / a
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    for folder in ("submitted", "autograded", "feedback"):
+        (s.course_dir / folder).mkdir(exist_ok=True)
+    accounts.chown_tree(s.course_dir, grader)
+    log(("created" if fresh else "refreshed") + f" the course copy {s.course_dir} (owner {grader}, 0700)")
+
+
+def prepare_exchange(s: HubSettings) -> None:
+    grader = accounts.course_account(s.course_id)
+    _mkdir(s.exchange, 0o755)
+    course = _mkdir(s.exchange / s.course_id, 0o755, grader)
+    _mkdir(course / "outbound", 0o755, grader)
+    _mkdir(course / "inbound", 0o3733, grader)
+    _mkdir(course / "feedback", 0o711, grader)
+
+
+def enrol_students(s: HubSettings, members: list[accounts.Member]) -> None:
+    rows = [[m.username, m.first_name, m.last_name, m.email] for m in members if m.role == "student"]
+    script = ("import json, sys\nfrom nbgrader.api import Gradebook\n"
+              "with Gradebook(sys.argv[1]) as gb:\n"
+              "    for sid, first, last, email in json.loads(sys.argv[2]):\n"
+              "        gb.update_or_create_student(sid, first_name=first or None, last_name=last or None, email=email or None)\n")
+    as_user(accounts.course_account(s.course_id), [sys.executable, "-c", script,
+            f"sqlite:///{s.course_dir / 'gradebook.db'}", json.dumps(rows)], cwd=s.course_dir, env=grader_env(s))
+
+
+def release(s: HubSettings, assignment: str, force: bool = False) -> bool:
+    """Generate (in the gradebook) and release ``assignment`` as the course account; False if it was out."""
+    if (s.exchange / s.course_id / "outbound" / assignment).is_dir() and not force:
+        return False
+    nbgrader_as_grader(s, "generate_assignment", assignment, "--force")
+    nbgrader_as_grader(s, "release_assignment", assignment, "--force")
+    return True
+
+
+def check_shared_access(s: HubSettings) -> None:
+    """The course account (like every user) must reach the venv, the mlbd package and the state dir."""
+    probe = ("import mlbd.hub.exchange, nbgrader, jupyterhub, os, sys; "
+             "sys.exit(0 if os.access(sys.argv[1], os.X_OK) else 3)")
+    proc = as_user(accounts.course_account(s.course_id), [sys.executable, "-c", probe, str(s.exchange)],
+                   cwd="/", check=False)
+    if proc.returncode:
+        raise CourseError(
+            f"another Unix user cannot use {sys.executable} with the mlbd package, or cannot reach {s.state_dir}: "
+            "build the venv from a Python outside /root and keep the repository and state dir where every "
+            f"user can traverse (e.g. /srv or /opt), or pass --state-dir.\n{proc.stderr.strip()[-600:]}")
+
+
+def prepare(s: HubSettings) -> list[accounts.Member]:
+    _need_root()
+    if not shutil.which("configurable-http-proxy"):
+        raise CourseError("configurable-http-proxy not found: `npm install -g configurable-http-proxy` (make hub does)")
+    members = accounts.read_roster(s.roster)
+    state = Path(s.state_dir)
+    _mkdir(state, 0o711)
+    _mkdir(s.hub_dir, 0o700)
+    home_base = Path(s.home_base) if s.home_base else None
+    if home_base:
+        _mkdir(home_base, 0o711)
+    accounts.ensure_accounts(members, s.course_id, home_base)
+    log(f"{len(members)} accounts from {s.roster} and the course account {accounts.course_account(s.course_id)} (homes 0700)")
+    prepare_exchange(s)
+    write_config_dirs(s)
+    check_shared_access(s)
+    sync_course(s)
+    enrol_students(s, members)
+    for a in s.release:
+        if release(s, a):
+            log(f"released {a} to the exchange")
+        else:
+            log(f"{a} is already released")
+    s.save()
+    return members
+
+
+# -- start / stop ---------------------------------------------------------------------------------
+def running_pid(s: HubSettings) -> int | None:
+    try:
+        pid = int(s.pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"jupyterhub" in cmdline else None
+
+
+def wait_ready(s: HubSettings, timeout: float = 120, proc: subprocess.Popen | None = None) -> float:
+    start = time.monotonic()
+    url = f"{s.url}/hub/api/"
+    while time.monotonic() - start < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise CourseError(f"jupyterhub exited with status {proc.returncode}; see {s.hub_dir / 'jupyterhub.log'}")
+        try:
+            with urllib.request.urlopen(url, timeout=3) as r:
+                if r.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise CourseError(f"the hub did not answer at {url} within {timeout:.0f} s")
+
+
+def hub_env(s: HubSettings) -> dict:
+    env = dict(os.environ)
+    env["MLBD_HUB_SETTINGS"] = str(s.file)
+    env["PATH"] = f"{s.venv_bin}:" + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
+
+
+def start(s: HubSettings, background: bool = False, timeout: float = 120) -> subprocess.Popen | None:
+    """Start JupyterHub. Foreground: until Ctrl-C (then everything it started stops). Background:
+    return the process once the hub answers (tests, benchmarks; stop it with ``stop``)."""
+    pid = running_pid(s)
+    if pid:
+        log(f"already running (pid {pid}) at {s.url}")
+        return None
+    s.save()
+    cmd = [os.path.join(s.venv_bin, "jupyterhub"), "-f", str(Path(s.repo) / "hub_config" / "jupyterhub_config.py")]
+    t0 = time.monotonic()
+    if background:
+        logf = open(s.hub_dir / "jupyterhub.log", "ab")
+        proc = subprocess.Popen(cmd, cwd=s.hub_dir, env=hub_env(s), stdout=logf, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        logf.close()
+        wait_ready(s, timeout, proc)
+        log(f"JupyterHub is up at {s.url} in {time.monotonic() - t0:.1f} s (pid {proc.pid}, log {s.hub_dir / 'jupyterhub.log'})")
+        return proc
+    proc = subprocess.Popen(cmd, cwd=s.hub_dir, env=hub_env(s))
+    try:
+        wait_ready(s, timeout, proc)
+        log(f"JupyterHub is up at {s.url} in {time.monotonic() - t0:.1f} s. Log in as student1 / instructor / ta "
+            f"with the demo password. Ctrl-C (or `make hub-stop`) stops everything.")
+        proc.wait()
+    except KeyboardInterrupt:
+        log("stopping (Ctrl-C): the hub stops user servers, services and the proxy…")
+        _terminate(proc.pid, proc)
+        log("stopped")
+    finally:
+        if proc.poll() is None:
+            _terminate(proc.pid, proc)
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _terminate(pid: int, proc: subprocess.Popen | None = None, grace: float = 30) -> None:
+    """SIGTERM the hub and, at once, the user servers and services it started (its children but
+    the proxy, which it stops itself): JupyterHub would otherwise interrupt them one by one and
+    wait up to 20 s for each service."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for child in _children(pid):
+        try:
+            if b"configurable-http-proxy" not in Path(f"/proc/{child}/cmdline").read_bytes():
+                os.kill(child, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if proc is not None:
+            if proc.poll() is not None:
+                return
+        else:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.2)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc is not None:
+        proc.wait()
+
+
+def stop(s: HubSettings, proc: subprocess.Popen | None = None) -> bool:
+    """Stop the hub (it stops user servers, services and the proxy it started). True if one ran."""
+    pid = proc.pid if proc is not None else running_pid(s)
+    if not pid:
+        return False
+    _terminate(pid, proc)
+    proxy_pid_file = s.hub_dir / "proxy.pid"
+    try:
+        ppid = int(proxy_pid_file.read_text().strip())
+        if b"configurable-http-proxy" in Path(f"/proc/{ppid}/cmdline").read_bytes():
+            _terminate(ppid)
+    except (OSError, ValueError):
+        pass
+    log("stopped")
+    return True
+
+
+# -- course steps on the hub's copy ----------------------------------------------------------------
+def collect_and_grade(s: HubSettings, assignment: str, sandbox: str | None = None) -> None:
+    """Collect as the course account, grade with `mlbd grade` (root: the sandbox drops privileges),
+    and give every file back to the course account."""
+    nbgrader_as_grader(s, "collect", assignment, "--update")
+    log(f"collected {assignment}")
+    cmd = [sys.executable, "-m", "mlbd.cli", "grade", assignment, "--course-dir", str(s.course_dir)]
+    if sandbox:
+        cmd += ["--sandbox", sandbox]
+    env = dict(os.environ, **grader_env(s))
+    env["PATH"] = f"{s.venv_bin}:" + env.get("PATH", "/usr/bin:/bin")
+    env.pop("JUPYTER_CONFIG_PATH")
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        if proc.returncode:
+            raise CourseError(f"mlbd grade {assignment} failed:\n{(proc.stderr or proc.stdout)[-1500:]}")
+    finally:
+        accounts.chown_tree(s.course_dir, accounts.course_account(s.course_id))
+    log(f"graded {assignment} (mlbd grade)")
+
+
+def release_feedback(s: HubSettings, assignment: str) -> None:
+    nbgrader_as_grader(s, "generate_feedback", assignment, "--force")
+    nbgrader_as_grader(s, "release_feedback", assignment)
+    log(f"feedback for {assignment} released")
+
+
+# -- the command line (`mlbd hub ACTION`) ----------------------------------------------------------
+def settings_for(repo: Path, state_dir: str | None = None, port: int | None = None,
+                 roster: str | None = None) -> HubSettings:
+    """Settings of the hub for ``repo``: the saved ones when the state dir has them, updated by
+    the arguments given (the password always comes from MLBD_DEMO_PASSWORD or the default)."""
+    from .settings import DEFAULT_PASSWORD
+
+    state = Path(state_dir).resolve() if state_dir else default_state_dir(repo)
+    saved = state / "hub" / "settings.json"
+    if saved.is_file():
+        s = HubSettings.load(saved)
+        s.repo = str(repo)
+    else:
+        s = HubSettings(repo=str(repo), state_dir=str(state), roster=str(repo / "hub_config" / "roster.csv"))
+    if roster:
+        s.roster = str(Path(roster).resolve())
+    if port:
+        s.port = port
+    s.venv_bin = str(Path(sys.executable).parent)
+    s.password = os.environ.get("MLBD_DEMO_PASSWORD", DEFAULT_PASSWORD)
+    return s
+
+
+def main(action: str, repo: Path, args) -> int:
+    s = settings_for(repo, args.state_dir, args.port, args.roster)
+    if action == "start":
+        t0 = time.monotonic()
+        prepare(s)
+        log(f"prepared in {time.monotonic() - t0:.1f} s")
+        start(s, background=args.background)
+    elif action == "prepare":
+        prepare(s)
+    elif action == "stop":
+        if not stop(s):
+            log("not running")
+    elif action == "status":
+        pid = running_pid(s)
+        print(f"{'running (pid %d)' % pid if pid else 'stopped'}  {s.url}  state {s.state_dir}")
+    elif action == "release":
+        _need_root()
+        for a in args.assignments:
+            print(a, "released" if release(s, a, force=True) else "already released")
+    elif action == "grade":
+        _need_root()
+        for a in args.assignments:
+            collect_and_grade(s, a)
+    elif action == "feedback":
+        _need_root()
+        for a in args.assignments:
+            release_feedback(s, a)
+    return 0
