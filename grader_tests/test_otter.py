@@ -15,31 +15,28 @@ def otter_build(assignment, _cache, scratch):
     return _cached(_cache, ("otter", assignment), lambda: otter.convert(ROOT, assignment, scratch / assignment / "otter"))
 
 
-def _auto_points_per_question(source_nb):
-    """nbgrader's points per solution cell: the sum of the test cells that follow it."""
+def _per_question(source_nb, value=lambda gid, points: points):
+    """Sum ``value(test grade_id, test points)`` over the test cells after each solution cell:
+    nbgrader's score for that exercise, the unit otter calls a question."""
     nb = nbformat.read(str(source_nb), as_version=4)
-    points, current = {}, None
+    totals, current = {}, None
     for cell in nb.cells:
         kind = kind_of(cell)
         if kind == "solution":
             current = cell.metadata["nbgrader"]["grade_id"]
-            points.setdefault(current, 0.0)
+            totals.setdefault(current, 0.0)
         elif kind == "tests":
-            points[current] += float(cell.metadata["nbgrader"]["points"])
-    return points
+            md = cell.metadata["nbgrader"]
+            totals[current] += value(md["grade_id"], float(md["points"]))
+    return totals
+
+
+def _auto_points_per_question(source_nb):
+    return _per_question(source_nb)
 
 
 def _nbgrader_scores_per_question(source_nb, run):
-    nb = nbformat.read(str(source_nb), as_version=4)
-    scores, current = {}, None
-    for cell in nb.cells:
-        kind = kind_of(cell)
-        if kind == "solution":
-            current = cell.metadata["nbgrader"]["grade_id"]
-            scores.setdefault(current, 0.0)
-        elif kind == "tests":
-            scores[current] += run.scores[cell.metadata["nbgrader"]["grade_id"]]
-    return scores
+    return _per_question(source_nb, lambda gid, points: run.scores[gid])
 
 
 def test_otter_solution_full_marks_and_blank_zero(assignment, otter_build, scratch):
