@@ -100,7 +100,8 @@ def write_config_dirs(s: HubSettings) -> None:
         f"c.Exchange.root = {str(s.exchange)!r}\n"
         "c.Exchange.path_includes_course = True\n"
         + config_lines())
-    disabled = {"student": INSTRUCTOR_ONLY, "staff": STAFF_OFF, "grader": []}
+    news = ["@jupyterlab/apputils-extension:announcements"]  # no "get notified about Jupyter news?" pop-up
+    disabled = {"student": INSTRUCTOR_ONLY + news, "staff": STAFF_OFF + news, "grader": news}
     for role in ("student", "staff", "grader"):
         d = _mkdir(s.etc / role, 0o755)
         (d / "nbgrader_config.py").write_text(nbgrader_cfg)

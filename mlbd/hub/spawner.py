@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 
 from jupyterhub.spawner import LocalProcessSpawner
+from tornado import web
 from traitlets import Dict, List, Unicode
 
 from . import profiles as prof
@@ -68,5 +69,5 @@ class CourseSpawner(LocalProcessSpawner):
             ok, why = prof.gpu_present()
             if not ok:
                 self.log.warning("%s asked for the GPU profile: %s", self.user.name, why)
-                raise RuntimeError(prof.NO_GPU_MESSAGE.format(why=why))
+                raise web.HTTPError(503, prof.NO_GPU_MESSAGE.format(why=why))
         return await super().start()
