@@ -153,3 +153,34 @@ def test_image_installs_the_lock_and_pins_nothing_else(name):
 def test_gpu_image_swaps_only_tensorflow():
     text = " ".join(a for kw, a in instructions(DOCKER / "student-gpu.Dockerfile") if kw == "RUN")
     assert "grep -v '^tensorflow-cpu=='" in text and "tensorflow[and-cuda]==" in text
+
+
+# -- the embedded hub's config file, offline -------------------------------------------------------
+@pytest.mark.parametrize("auth,expected", [
+    ("shared-password", "shared-password"),
+    ("lti13", "ltiauthenticator.lti13.auth.LTI13Authenticator"),
+    ("oauth", "generic-oauth"),
+])
+def test_hub_config_login_is_one_setting_away(auth, expected, tmp_path, monkeypatch):
+    from traitlets.config import PyFileConfigLoader
+    from jupyterhub.auth import Authenticator
+    from jupyterhub.app import JupyterHub
+
+    from mlbd.hub.settings import HubSettings
+
+    s = HubSettings(repo=str(ROOT), state_dir=str(tmp_path), roster=str(ROOT / "hub_config" / "roster.csv"))
+    monkeypatch.setenv("MLBD_HUB_SETTINGS", str(s.save()))
+    monkeypatch.setenv("MLBD_HUB_AUTH", auth)
+    for k in ("MLBD_LTI_ISSUER", "MLBD_LTI_CLIENT_ID", "MLBD_LTI_AUTHORIZE_URL", "MLBD_LTI_JWKS_URL",
+              "MLBD_OAUTH_CLIENT_ID", "MLBD_OAUTH_CLIENT_SECRET", "MLBD_OAUTH_AUTHORIZE_URL",
+              "MLBD_OAUTH_TOKEN_URL", "MLBD_OAUTH_USERDATA_URL"):
+        monkeypatch.setenv(k, "https://idp.example/x")
+    cfg = PyFileConfigLoader("jupyterhub_config.py", path=str(ROOT / "hub_config")).load_config()
+    assert cfg.JupyterHub.authenticator_class == expected
+    cls = JupyterHub(config=cfg).authenticator_class  # resolves the entry point / import string
+    assert issubclass(cls, Authenticator)
+    assert cfg.Authenticator.allowed_users == {"instructor", "ta", "student1", "student2", "student3"}
+    assert cfg.JupyterHub.load_groups["tas"] == {"users": ["ta"]}
+    names = [svc["name"] for svc in cfg.JupyterHub.services]
+    assert names == ["formgrader", "idle-culler"]
+    assert cfg.JupyterHub.services[0]["user"] == "grader-mlbd"

@@ -38,8 +38,33 @@ c.JupyterHub.concurrent_spawn_limit = 100
 c.JupyterHub.active_server_limit = 0
 
 # -- who logs in ------------------------------------------------------------------------------------
-c.JupyterHub.authenticator_class = "shared-password"
-c.SharedPasswordAuthenticator.user_password = s.password
+# MLBD_HUB_AUTH picks the login: "shared-password" (demo accounts, default), "lti13" (an LMS such as
+# Canvas or Moodle launches the hub) or "oauth" (the institution's OpenID Connect / OAuth2 provider).
+# Either way only roster users get in (each needs a Unix account: list their LMS/IdP user names in
+# hub_config/roster.csv), and the groups come from the roster's roles.
+AUTH = os.environ.get("MLBD_HUB_AUTH", "shared-password")
+if AUTH == "lti13":
+    c.JupyterHub.authenticator_class = "ltiauthenticator.lti13.auth.LTI13Authenticator"
+    c.LTI13Authenticator.issuer = os.environ["MLBD_LTI_ISSUER"]                # e.g. https://canvas.instructure.com
+    c.LTI13Authenticator.client_id = {os.environ["MLBD_LTI_CLIENT_ID"]}
+    c.LTI13Authenticator.authorize_url = os.environ["MLBD_LTI_AUTHORIZE_URL"]  # the platform's OIDC auth endpoint
+    c.LTI13Authenticator.jwks_endpoint = os.environ["MLBD_LTI_JWKS_URL"]
+    c.LTI13Authenticator.username_key = os.environ.get("MLBD_LTI_USERNAME_KEY", "email")
+elif AUTH == "oauth":
+    c.JupyterHub.authenticator_class = "generic-oauth"
+    c.GenericOAuthenticator.client_id = os.environ["MLBD_OAUTH_CLIENT_ID"]
+    c.GenericOAuthenticator.client_secret = os.environ["MLBD_OAUTH_CLIENT_SECRET"]
+    c.GenericOAuthenticator.oauth_callback_url = f"{os.environ.get('MLBD_PUBLIC_URL', s.url)}/hub/oauth_callback"
+    c.GenericOAuthenticator.authorize_url = os.environ["MLBD_OAUTH_AUTHORIZE_URL"]
+    c.GenericOAuthenticator.token_url = os.environ["MLBD_OAUTH_TOKEN_URL"]
+    c.GenericOAuthenticator.userdata_url = os.environ["MLBD_OAUTH_USERDATA_URL"]
+    c.GenericOAuthenticator.username_claim = os.environ.get("MLBD_OAUTH_USERNAME_CLAIM", "preferred_username")
+    c.GenericOAuthenticator.scope = ["openid", "profile", "email"]
+elif AUTH == "shared-password":
+    c.JupyterHub.authenticator_class = "shared-password"
+    c.SharedPasswordAuthenticator.user_password = s.password
+else:
+    raise ValueError(f"MLBD_HUB_AUTH={AUTH!r}: use shared-password, lti13 or oauth")
 c.Authenticator.allowed_users = {m.username for m in roster}
 c.Authenticator.manage_groups = False
 c.JupyterHub.load_groups = {name: {"users": users} for name, users in groups.items()}

@@ -128,7 +128,14 @@ def bench_grade(course_dir: Path, args) -> int:
     return 0
 
 
-BENCHES = {"content": bench_content, "data": bench_data, "grade": bench_grade}
+def bench_hub(course_dir: Path, args) -> int:
+    """N students log in, spawn, fetch and submit at once on a throw-away hub (mlbd/hub/bench.py)."""
+    from .hub.bench import run_hub_bench
+
+    return run_hub_bench(course_dir, args.users, out=args.out)
+
+
+BENCHES = {"content": bench_content, "data": bench_data, "grade": bench_grade, "hub": bench_hub}
 
 
 def run(what: str, course_dir: Path, args) -> int:
