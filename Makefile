@@ -9,7 +9,7 @@ ASSIGNMENT ?= lecture01
 CHP_VERSION ?= 4.6.3
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test test-fast demo build lock clean hub hub-stop
+.PHONY: install system-deps hub-deps test test-fast demo build lock clean hub hub-stop
 
 # Debian packages the tests and the sandbox need (skipped when present or not root).
 system-deps:
@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml requirements.lock | system-deps
 
 install: system-deps $(STAMP)
 
-test: install
+test: install hub-deps
 	$(PY) -m pytest -n auto --dist loadgroup $(PYTEST_ARGS) grader_tests
 
 # The fast tier: everything but TensorFlow courseworks, hub and browser tests.
@@ -39,9 +39,12 @@ test-fast: install
 
 # The embedded JupyterHub on http://127.0.0.1:8000 (accounts from hub_config/roster.csv, password
 # $MLBD_DEMO_PASSWORD, default mlbd-demo). Ctrl-C or `make hub-stop` stops everything it started.
-hub: install
+# configurable-http-proxy from npm: the hub needs it, and so do the hub and browser tests.
+hub-deps:
 	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
 	@command -v configurable-http-proxy >/dev/null || npm install -g --silent configurable-http-proxy@$(CHP_VERSION)
+
+hub: install hub-deps
 	$(VENV)/bin/mlbd build $(HUB_BUILD)
 	$(VENV)/bin/mlbd hub start
 
