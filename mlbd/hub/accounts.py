@@ -7,7 +7,9 @@ formgrader service and owns the course directory and the gradebook.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import grp
 import os
 import pwd
@@ -74,6 +76,17 @@ def course_account(course_id: str) -> str:
     return f"grader-{course_id}"[:32]
 
 
+@contextlib.contextmanager
+def _accounts_lock():
+    """One account change at a time on this machine (hubs, tests and benchmarks may run together)."""
+    with open("/run/mlbd-accounts.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def user_exists(name: str) -> bool:
     try:
         pwd.getpwnam(name)
@@ -90,16 +103,9 @@ def ensure_user(name: str, home: Path | None = None, comment: str = "") -> pwd.s
     """
     if os.geteuid() != 0:
         raise CourseError("creating Unix accounts needs root")
-    if not user_exists(name):
-        cmd = ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group"]
-        if home is not None:
-            home.parent.mkdir(parents=True, exist_ok=True)
-            cmd += ["--home-dir", str(home)]
-        if comment:
-            cmd += ["--comment", comment]
-        proc = subprocess.run([*cmd, name], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise CourseError(f"useradd {name} failed: {proc.stderr.strip()}")
+    with _accounts_lock():
+        if not user_exists(name):
+            _useradd(name, home, comment)
     pw = pwd.getpwnam(name)
     homedir = Path(pw.pw_dir)
     if not homedir.is_dir():
@@ -107,6 +113,18 @@ def ensure_user(name: str, home: Path | None = None, comment: str = "") -> pwd.s
         os.chown(homedir, pw.pw_uid, pw.pw_gid)
     os.chmod(homedir, 0o700)
     return pw
+
+
+def _useradd(name: str, home: Path | None, comment: str) -> None:
+    cmd = ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group"]
+    if home is not None:
+        home.parent.mkdir(parents=True, exist_ok=True)
+        cmd += ["--home-dir", str(home)]
+    if comment:
+        cmd += ["--comment", comment]
+    proc = subprocess.run([*cmd, name], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CourseError(f"useradd {name} failed: {proc.stderr.strip()}")
 
 
 def ensure_accounts(members: list[Member], course_id: str, home_base: Path | None = None) -> dict[str, pwd.struct_passwd]:
@@ -122,13 +140,14 @@ def ensure_accounts(members: list[Member], course_id: str, home_base: Path | Non
 
 def delete_user(name: str) -> None:
     """Remove an account and its home (used by tests and benchmarks for their own accounts)."""
-    if user_exists(name):
-        subprocess.run(["userdel", "--remove", name], capture_output=True)
-    try:
-        grp.getgrnam(name)
-        subprocess.run(["groupdel", name], capture_output=True)
-    except KeyError:
-        pass
+    with _accounts_lock():
+        if user_exists(name):
+            subprocess.run(["userdel", "--remove", name], capture_output=True)
+        try:
+            grp.getgrnam(name)
+            subprocess.run(["groupdel", name], capture_output=True)
+        except KeyError:
+            pass
 
 
 def chown_tree(root: Path, name: str) -> None:
