@@ -254,7 +254,11 @@ def start(s: HubSettings, background: bool = False, timeout: float = 120) -> sub
         proc = subprocess.Popen(cmd, cwd=s.hub_dir, env=hub_env(s), stdout=logf, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         logf.close()
-        wait_ready(s, timeout, proc)
+        try:
+            wait_ready(s, timeout, proc)
+        except BaseException:
+            stop(s, proc)  # leave no half-started hub or proxy behind
+            raise
         log(f"JupyterHub is up at {s.url} in {time.monotonic() - t0:.1f} s (pid {proc.pid}, log {s.hub_dir / 'jupyterhub.log'})")
         return proc
     proc = subprocess.Popen(cmd, cwd=s.hub_dir, env=hub_env(s))
