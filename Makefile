@@ -9,7 +9,7 @@ ASSIGNMENT ?= lecture01
 CHP_VERSION ?= 4.6.3
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps hub-deps test test-fast demo build lock clean hub hub-stop
+.PHONY: install system-deps hub-deps test test-fast demo build lock clean hub hub-stop hub-restart
 
 # Debian packages the tests and the sandbox need (skipped when present or not root).
 system-deps:
@@ -25,14 +25,14 @@ system-deps:
 $(STAMP): pyproject.toml requirements.lock | system-deps
 	@test -d $(VENV) || $(PYTHON_BASE) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check uv==0.13.9
-	$(VENV)/bin/uv pip install -q --python $(PY) -c requirements.lock -e '.[test,hub,otter]'
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -c requirements.lock -e '.[test,hub,otter]'
 	@touch $@
 
 install: system-deps $(STAMP)
 
 # The hub and browser tests run last, one module at a time, with the machine to themselves: a real
 # hub spawning servers competes badly with TensorFlow notebooks on 2 cores.
-HUB_TESTS := grader_tests/test_hub_exchange.py grader_tests/test_hub.py
+HUB_TESTS := grader_tests/test_hub_exchange.py grader_tests/test_hub_restart.py grader_tests/test_hub.py
 test: install hub-deps
 	$(PY) -m pytest -n auto --dist loadgroup $(PYTEST_ARGS) $(addprefix --ignore=,$(HUB_TESTS)) grader_tests
 	for t in $(HUB_TESTS); do $(PY) -m pytest $(PYTEST_ARGS) $$t || exit 1; done
@@ -54,6 +54,10 @@ hub: install hub-deps
 
 hub-stop:
 	$(VENV)/bin/mlbd hub stop
+
+# A new hub process (config, roster, course copy re-read); the proxy and students' servers keep running.
+hub-restart:
+	$(VENV)/bin/mlbd hub restart
 
 demo: install
 	$(VENV)/bin/mlbd demo --assignment $(ASSIGNMENT)

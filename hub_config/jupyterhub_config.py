@@ -26,14 +26,18 @@ grader = accounts.course_account(s.course_id)
 c.JupyterHub.bind_url = s.url
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{s.hub_port}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s.proxy_api_port}"
-c.ConfigurableHTTPProxy.command = ["configurable-http-proxy"]
-c.ConfigurableHTTPProxy.pid_file = str(s.hub_dir / "proxy.pid")
-c.ConfigurableHTTPProxy.debug = False
+# The launcher runs the proxy (mlbd.hub.launcher.start_proxy) and the hub leaves it and the user
+# servers running when it exits: `mlbd hub restart` replaces the hub alone, students carry on.
+# `mlbd hub stop` / Ctrl-C / `make hub-stop` stop servers, services, hub and proxy together.
+c.ConfigurableHTTPProxy.should_start = False
+_token = s.hub_dir / "proxy_auth_token"
+if _token.is_file():
+    c.ConfigurableHTTPProxy.auth_token = _token.read_text().strip()
 c.JupyterHub.db_url = f"sqlite:///{s.hub_dir / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(s.hub_dir / "jupyterhub_cookie_secret")
 c.JupyterHub.pid_file = str(s.pid_file)
-c.JupyterHub.cleanup_servers = True   # Ctrl-C / `make hub-stop` stops user servers and services too
-c.JupyterHub.cleanup_proxy = True
+c.JupyterHub.cleanup_servers = False
+c.JupyterHub.cleanup_proxy = False
 c.JupyterHub.concurrent_spawn_limit = 100
 c.JupyterHub.active_server_limit = 0
 

@@ -113,6 +113,8 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--course-dir")
     be.add_argument("--out", help="also write the table as CSV here")
     be.add_argument("--users", type=int, default=50, help="hub benchmark: concurrent students")
+    be.add_argument("--coursework", default="coursework2",
+                    help="grade benchmark: also time one reference submission of this assignment ('' to skip)")
     be.set_defaults(func=cmd_bench)
 
     o = sub.add_parser("otter", help="convert an assignment to otter-grader (student notebook + Gradescope autograder zip)")
@@ -138,8 +140,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--plots", metavar="DIR", help="write per-question and total score histograms (PNG) here")
     r.set_defaults(func=cmd_report)
 
-    h = sub.add_parser("hub", help="the embedded JupyterHub: start (prepare + run), stop, status, release/grade/feedback ASSIGNMENT")
-    h.add_argument("action", choices=["start", "stop", "status", "prepare", "release", "grade", "feedback"])
+    h = sub.add_parser("hub", help="the embedded JupyterHub: start (prepare + run), stop, restart (the hub only), status, release/grade/feedback ASSIGNMENT")
+    h.add_argument("action", choices=["start", "stop", "restart", "status", "prepare", "release", "grade", "feedback"])
     h.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
     h.add_argument("--course-dir")
     h.add_argument("--state-dir", help="runtime state (default: .hub/ when every user can traverse to it)")

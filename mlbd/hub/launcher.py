@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 from ..course import CourseError, assignments
@@ -203,33 +206,119 @@ def prepare(s: HubSettings) -> list[accounts.Member]:
 
 
 # -- start / stop ---------------------------------------------------------------------------------
-def running_pid(s: HubSettings) -> int | None:
+# Three kinds of process, stopped differently: the proxy (started here, in its own session, so it
+# outlives the hub), the hub with its services (formgrader, culler), and the user servers (started
+# by the hub, in their own sessions; `cleanup_servers = False` lets them outlive it). A restart
+# replaces only the hub: students' servers, their open connections and the proxy's routes stay.
+def _cmdline(pid: int) -> bytes:
     try:
-        pid = int(s.pid_file.read_text().strip())
-        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _pid_from(path: Path, marker: bytes) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+    return pid if _alive(pid) and marker in _cmdline(pid) else None
+
+
+def running_pid(s: HubSettings) -> int | None:
+    return _pid_from(s.pid_file, b"jupyterhub")
+
+
+def proxy_pid(s: HubSettings) -> int | None:
+    return _pid_from(s.hub_dir / "proxy.pid", b"configurable-http-proxy")
+
+
+def server_pids(s: HubSettings) -> list[int]:
+    """User servers the hub's database says are running and that still run (whoever their parent)."""
+    db = s.hub_dir / "jupyterhub.sqlite"
+    if not db.is_file():
+        return []
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return pid if b"jupyterhub" in cmdline else None
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
+            states = [row[0] for row in con.execute("SELECT state FROM spawners WHERE state IS NOT NULL")]
+    except sqlite3.Error:
+        return []
+    pids = []
+    for state in states:
+        try:
+            pid = int(json.loads(state).get("pid") or 0)
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if pid and _alive(pid) and b"jupyterhub-singleuser" in _cmdline(pid):
+            pids.append(pid)
+    return pids
 
 
 def wait_ready(s: HubSettings, timeout: float = 120, proc: subprocess.Popen | None = None) -> float:
+    """Wait until the hub's API and the formgrader answer through the proxy. The proxy outlives
+    hubs and sends unknown paths to the hub, so the API alone answers before the hub has started
+    its services and set their routes."""
     start = time.monotonic()
-    url = f"{s.url}/hub/api/"
+    urls = [f"{s.url}/hub/api/", f"{s.url}/services/formgrader/"]
     while time.monotonic() - start < timeout:
         if proc is not None and proc.poll() is not None:
             raise CourseError(f"jupyterhub exited with status {proc.returncode}; see {s.hub_dir / 'jupyterhub.log'}")
         try:
-            with urllib.request.urlopen(url, timeout=3) as r:
-                if r.status == 200:
-                    return time.monotonic() - start
+            for url in urls:
+                with urllib.request.urlopen(url, timeout=3) as r:  # the formgrader: via the hub's login page
+                    if r.status != 200:
+                        raise OSError(r.status)
+            return time.monotonic() - start
         except OSError:
             pass
         time.sleep(0.3)
-    raise CourseError(f"the hub did not answer at {url} within {timeout:.0f} s")
+    raise CourseError(f"the hub did not answer at {urls} within {timeout:.0f} s")
+
+
+def proxy_token(s: HubSettings) -> str:
+    """The proxy's API token (hub dir, root only), shared by the proxy and every hub it serves."""
+    path = s.hub_dir / "proxy_auth_token"
+    if not path.is_file():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def start_proxy(s: HubSettings, timeout: float = 30) -> bool:
+    """Start configurable-http-proxy unless ours runs already; True if started now."""
+    if proxy_pid(s):
+        return False
+    cmd = ["configurable-http-proxy", "--ip", s.ip, "--port", str(s.port),
+           "--api-ip", "127.0.0.1", "--api-port", str(s.proxy_api_port),
+           "--default-target", f"http://127.0.0.1:{s.hub_port}",
+           "--error-target", f"http://127.0.0.1:{s.hub_port}/hub/error", "--log-level", "warn"]
+    env = dict(os.environ, CONFIGPROXY_AUTH_TOKEN=proxy_token(s))
+    with open(s.hub_dir / "proxy.log", "ab") as logf:
+        proc = subprocess.Popen(cmd, cwd=s.hub_dir, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    (s.hub_dir / "proxy.pid").write_text(str(proc.pid))
+    req = urllib.request.Request(f"http://127.0.0.1:{s.proxy_api_port}/api/routes",
+                                 headers={"Authorization": f"token {env['CONFIGPROXY_AUTH_TOKEN']}"})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CourseError(f"configurable-http-proxy exited with status {proc.returncode}; see {s.hub_dir / 'proxy.log'}")
+        try:
+            with urllib.request.urlopen(req, timeout=3):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    _stop_pids([proc.pid])
+    raise CourseError(f"configurable-http-proxy did not answer on port {s.proxy_api_port} within {timeout:.0f} s")
 
 
 def hub_env(s: HubSettings) -> dict:
@@ -240,24 +329,28 @@ def hub_env(s: HubSettings) -> dict:
 
 
 def start(s: HubSettings, background: bool = False, timeout: float = 120) -> subprocess.Popen | None:
-    """Start JupyterHub. Foreground: until Ctrl-C (then everything it started stops). Background:
-    return the process once the hub answers (tests, benchmarks; stop it with ``stop``)."""
+    """Start the proxy (unless it runs) and JupyterHub. Foreground: until Ctrl-C (then everything
+    stops). Background: return the process once the hub answers (tests, benchmarks, restarts;
+    ``stop`` stops everything, ``stop_hub`` the hub only)."""
     pid = running_pid(s)
     if pid:
         log(f"already running (pid {pid}) at {s.url}")
         return None
     s.save()
+    proxy_started = start_proxy(s)
     cmd = [os.path.join(s.venv_bin, "jupyterhub"), "-f", str(Path(s.repo) / "hub_config" / "jupyterhub_config.py")]
     t0 = time.monotonic()
     if background:
         logf = open(s.hub_dir / "jupyterhub.log", "ab")
         proc = subprocess.Popen(cmd, cwd=s.hub_dir, env=hub_env(s), stdout=logf, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True)
         logf.close()
         try:
             wait_ready(s, timeout, proc)
         except BaseException:
-            stop(s, proc)  # leave no half-started hub or proxy behind
+            stop_hub(s, proc)  # leave no half-started hub behind, nor a proxy started for it
+            if proxy_started:
+                _stop_proxy(s)
             raise
         log(f"JupyterHub is up at {s.url} in {time.monotonic() - t0:.1f} s (pid {proc.pid}, log {s.hub_dir / 'jupyterhub.log'})")
         return proc
@@ -267,13 +360,14 @@ def start(s: HubSettings, background: bool = False, timeout: float = 120) -> sub
         log(f"JupyterHub is up at {s.url} in {time.monotonic() - t0:.1f} s. Log in as student1 / instructor / ta "
             f"with the demo password. Ctrl-C (or `make hub-stop`) stops everything.")
         proc.wait()
+        log(f"jupyterhub exited (status {proc.returncode}); the proxy and user servers keep running "
+            "(`mlbd hub start` or `restart` starts a hub for them, `mlbd hub stop` stops them)")
     except KeyboardInterrupt:
-        log("stopping (Ctrl-C): the hub stops user servers, services and the proxy…")
-        _terminate(proc.pid, proc)
-        log("stopped")
-    finally:
-        if proc.poll() is None:
-            _terminate(proc.pid, proc)
+        log("stopping (Ctrl-C): user servers, services, the hub and the proxy…")
+        stop(s, proc)
+    except BaseException:
+        stop(s, proc)
+        raise
     return None
 
 
@@ -291,54 +385,76 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _terminate(pid: int, proc: subprocess.Popen | None = None, grace: float = 30) -> None:
-    """SIGTERM the hub and, at once, the user servers and services it started (its children but
-    the proxy, which it stops itself): JupyterHub would otherwise interrupt them one by one and
-    wait up to 20 s for each service."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for child in _children(pid):
+def _stop_pids(pids: list[int], grace: float = 30, proc: subprocess.Popen | None = None) -> None:
+    """SIGTERM every pid at once, wait until all are gone, SIGKILL what is left after ``grace``."""
+    for pid in pids:
         try:
-            if b"configurable-http-proxy" not in Path(f"/proc/{child}/cmdline").read_bytes():
-                os.kill(child, signal.SIGTERM)
-        except OSError:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
             pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if proc is not None:
-            if proc.poll() is not None:
-                return
-        else:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
+            proc.poll()  # reap our own child, or it stays a zombie
+        if not any(_alive(p) for p in pids):
+            break
         time.sleep(0.2)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     if proc is not None:
         proc.wait()
 
 
-def stop(s: HubSettings, proc: subprocess.Popen | None = None) -> bool:
-    """Stop the hub (it stops user servers, services and the proxy it started). True if one ran."""
+def stop_hub(s: HubSettings, proc: subprocess.Popen | None = None) -> bool:
+    """Stop the hub and its services (formgrader, culler) at once, leaving the proxy and the user
+    servers running (JupyterHub would stop services one by one, up to 20 s each). True if one ran."""
     pid = proc.pid if proc is not None else running_pid(s)
     if not pid:
         return False
-    _terminate(pid, proc)
-    proxy_pid_file = s.hub_dir / "proxy.pid"
-    try:
-        ppid = int(proxy_pid_file.read_text().strip())
-        if b"configurable-http-proxy" in Path(f"/proc/{ppid}/cmdline").read_bytes():
-            _terminate(ppid)
-    except (OSError, ValueError):
-        pass
-    log("stopped")
+    keep = set(server_pids(s)) | {proxy_pid(s)}
+    _stop_pids([pid] + [c for c in _children(pid) if c not in keep], proc=proc)
     return True
+
+
+def _stop_proxy(s: HubSettings) -> bool:
+    pid = proxy_pid(s)
+    if pid:
+        _stop_pids([pid])
+    (s.hub_dir / "proxy.pid").unlink(missing_ok=True)
+    return bool(pid)
+
+
+def stop(s: HubSettings, proc: subprocess.Popen | None = None) -> bool:
+    """Stop everything: the user servers (also those a previous hub started), the hub, its services,
+    then the proxy. True if anything ran."""
+    hub = proc.pid if proc is not None else running_pid(s)
+    servers = server_pids(s)
+    proxy = proxy_pid(s)
+    children = [c for c in _children(hub) if c != proxy] if hub else []
+    pids = list(dict.fromkeys(([hub] if hub else []) + servers + children))
+    if pids:
+        _stop_pids(pids, proc=proc)
+    ran = bool(pids) | _stop_proxy(s)
+    if ran:
+        log(f"stopped ({len(servers)} user server(s), the hub, its services and the proxy)")
+    return ran
+
+
+def restart(s: HubSettings, timeout: float = 120) -> subprocess.Popen | None:
+    """Replace the running hub by a fresh one (config, roster and course copy re-read); the proxy
+    and the students' servers keep running and the new hub takes them over."""
+    prepare(s)  # while the old hub still serves
+    servers = server_pids(s)
+    t0 = time.monotonic()
+    stop_hub(s)
+    proc = start(s, background=True, timeout=timeout)
+    log(f"restarted: the hub was away {time.monotonic() - t0:.1f} s; {len(servers)} user server(s) "
+        "kept running (the proxy kept serving them)")
+    return proc
 
 
 # -- course steps on the hub's copy ----------------------------------------------------------------
@@ -400,12 +516,15 @@ def main(action: str, repo: Path, args) -> int:
         start(s, background=args.background)
     elif action == "prepare":
         prepare(s)
+    elif action == "restart":
+        restart(s)
     elif action == "stop":
         if not stop(s):
             log("not running")
     elif action == "status":
-        pid = running_pid(s)
-        print(f"{'running (pid %d)' % pid if pid else 'stopped'}  {s.url}  state {s.state_dir}")
+        pid, proxy = running_pid(s), proxy_pid(s)
+        print(f"hub {'running (pid %d)' % pid if pid else 'stopped'}, proxy {'running (pid %d)' % proxy if proxy else 'stopped'}, "
+              f"{len(server_pids(s))} user server(s)  {s.url}  state {s.state_dir}")
     elif action == "release":
         _need_root()
         for a in args.assignments:
