@@ -111,6 +111,9 @@ def test_roles_services_and_profiles(hub):
     spawn_s = s1.spawn("cpu")
     assert spawn_s < 120
     assert s1.server("GET", "/formgrader").status_code == 404
+    # nor server extensions students do not need (lighter spawns): the LSP proxy, Notebook 7
+    assert [s1.server("GET", p).status_code for p in ("/lsp/status", "/tree")] == [404, 404]
+    assert s1.server("GET", "/lab").status_code == 200
     assert s1.server("GET", "/assignments", params={"course_id": hub.course_id}).status_code == 200
     page_cfg = json.loads((hub.etc / "student" / "labconfig" / "page_config.json").read_text())
     assert page_cfg["disabledExtensions"]["@jupyter/nbgrader:create-assignment"]

@@ -50,13 +50,13 @@ def _settings(repo: Path, users: int) -> HubSettings:
 
 
 def _memory(user: str) -> tuple[float, float] | None:
-    """(RSS, PSS) in MiB of the user's jupyterhub-singleuser process."""
+    """(RSS, PSS) in MiB of the user's server process (mlbd.hub.singleuser)."""
     uid = pwd.getpwnam(user).pw_uid
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if entry.stat().st_uid != uid or b"jupyterhub-singleuser" not in (entry / "cmdline").read_bytes():
+            if entry.stat().st_uid != uid or b"singleuser" not in (entry / "cmdline").read_bytes():
                 continue
             fields = {}
             for line in (entry / "smaps_rollup").read_text().splitlines()[1:]:

@@ -33,8 +33,13 @@ from .settings import HubSettings
 
 INSTRUCTOR_ONLY = ["@jupyter/nbgrader:create-assignment", "@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:course-list"]
 STAFF_OFF = ["@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:course-list"]  # the formgrader is the hub service
+# Students need JupyterLab, the Assignments panel and Validate; a server extension costs start time
+# and memory in each of their servers, so the rest is off for them (the language-server proxy, the
+# jupytext pairing, the Notebook 7 interface; see README "Hub tests and load").
+STUDENT_LAB_OFF = ["@jupyter-notebook/lab-extension", "jupyterlab-jupytext"]  # their server side is off
 SERVER_EXTENSIONS = {
-    "student": {"nbgrader.server_extensions.formgrader": False, "nbgrader.server_extensions.course_list": False},
+    "student": {"nbgrader.server_extensions.formgrader": False, "nbgrader.server_extensions.course_list": False,
+                "jupyter_lsp": False, "jupyterlab_jupytext": False, "notebook": False, "notebook_shim": False},
     "staff": {"nbgrader.server_extensions.formgrader": False, "nbgrader.server_extensions.course_list": False},
     "grader": {"nbgrader.server_extensions.formgrader": True, "nbgrader.server_extensions.course_list": False,
                "nbgrader.server_extensions.assignment_list": False},
@@ -104,7 +109,7 @@ def write_config_dirs(s: HubSettings) -> None:
         "c.Exchange.path_includes_course = True\n"
         + config_lines())
     news = ["@jupyterlab/apputils-extension:announcements"]  # no "get notified about Jupyter news?" pop-up
-    disabled = {"student": INSTRUCTOR_ONLY + news, "staff": STAFF_OFF + news, "grader": news}
+    disabled = {"student": INSTRUCTOR_ONLY + STUDENT_LAB_OFF + news, "staff": STAFF_OFF + news, "grader": news}
     for role in ("student", "staff", "grader"):
         d = _mkdir(s.etc / role, 0o755)
         (d / "nbgrader_config.py").write_text(nbgrader_cfg)
@@ -257,7 +262,7 @@ def server_pids(s: HubSettings) -> list[int]:
             pid = int(json.loads(state).get("pid") or 0)
         except (TypeError, ValueError, AttributeError):
             continue
-        if pid and _alive(pid) and b"jupyterhub-singleuser" in _cmdline(pid):
+        if pid and _alive(pid) and b"singleuser" in _cmdline(pid):  # mlbd.hub.singleuser
             pids.append(pid)
     return pids
 
