@@ -94,17 +94,22 @@ def bench_grade(course_dir: Path, args) -> int:
             w.submit(base, f"{kind}{i % 10:02d}", nb)
         runs = [("nbgrader autograde (stock, serial, unsandboxed)", None),
                 (f"mlbd grade --jobs {jobs} (sandboxed)", "bwrap"),
-                (f"mlbd grade --jobs {jobs} --sandbox none", "none")]
+                (f"mlbd grade --jobs {jobs} --sandbox none", "none"),
+                (f"mlbd grade --jobs {jobs} (sandboxed, cold kernels)", "cold")]
         totals = {}
         for label, sandbox in runs:
             course = Path(tmp) / (sandbox or "stock")
             shutil.copytree(base, course)
+            if sandbox == "cold":
+                with open(course / "nbgrader_config.py", "a") as fh:
+                    fh.write("\nc.Sandbox.warm_kernels = False\n")
             start = time.perf_counter()
             if sandbox is None:
                 nbgrader(course, "autograde", w.ASSIGNMENT)
             else:
                 proc = subprocess.run([sys.executable, "-m", "mlbd.cli", "grade", w.ASSIGNMENT, "--course-dir", str(course),
-                                       "--jobs", str(jobs), "--sandbox", sandbox], env=tool_env(), capture_output=True, text=True)
+                                       "--jobs", str(jobs), "--sandbox", "bwrap" if sandbox == "cold" else sandbox],
+                                      env=tool_env(), capture_output=True, text=True)
                 if proc.returncode:
                     raise RuntimeError(proc.stderr[-2000:])
             seconds = time.perf_counter() - start
@@ -113,7 +118,9 @@ def bench_grade(course_dir: Path, args) -> int:
             scores = sorted(score_table(course, w.ASSIGNMENT))
             rows.append({"run": label, "seconds": round(seconds, 1), "s_per_submission": round(seconds / 30, 3),
                          "total_points": sum(s for _, s, _ in scores), "graded": len(scores)})
-    stock, boxed, bare = totals[None], totals["bwrap"], totals["none"]
+        if getattr(args, "coursework", "coursework2"):
+            rows.append(_coursework_row(course_dir, args.coursework, Path(tmp) / "cw"))
+    stock, boxed, bare, cold = totals[None], totals["bwrap"], totals["none"], totals["cold"]
     table = Table(title=f"Grading 30 submissions on {jobs} core(s)")
     for col in ("run", "seconds", "s/submission", "points (all)", "graded"):
         table.add_column(col)
@@ -121,11 +128,43 @@ def bench_grade(course_dir: Path, args) -> int:
         table.add_row(*(str(v) for v in r.values()))
     _emit(table, rows, args.out)
     Console().print(f"speed-up, sandboxed vs stock nbgrader: {stock / boxed:.2f}x; "
-                    f"--sandbox none vs stock: {stock / bare:.2f}x; sandbox overhead: {100 * (boxed / bare - 1):+.1f}%")
-    if len({r["total_points"] for r in rows}) != 1:
+                    f"--sandbox none vs stock: {stock / bare:.2f}x; sandbox overhead: {100 * (boxed / bare - 1):+.1f}%; "
+                    f"warm vs cold kernels: {cold / boxed:.2f}x")
+    if len({r["total_points"] for r in rows if r["graded"] == 30}) != 1:
         Console().print("[bold red]scores differ between runs[/]")
         return 1
     return 0
+
+
+def _coursework_row(course_dir: Path, assignment: str, scratch: Path) -> dict:
+    """One reference submission of a real coursework, graded sandboxed in a scratch copy of the course."""
+    import shutil
+    import subprocess
+    import sys
+
+    from .course import check_assignments, nbgrader, notebooks, tool_env
+    from .demo import score_table
+
+    check_assignments(course_dir, [assignment])
+    scratch.mkdir(parents=True)
+    shutil.copy(course_dir / "nbgrader_config.py", scratch)
+    shutil.copytree(course_dir / "source" / assignment, scratch / "source" / assignment)
+    env = {"MLBD_DB_URL": f"sqlite:///{scratch / 'gradebook.db'}", "MLBD_EXCHANGE": str(scratch / "exchange")}
+    nbgrader(scratch, "generate_assignment", assignment, "--force", env=env)
+    folder = scratch / "submitted" / "reference" / assignment
+    folder.mkdir(parents=True)
+    for nb in notebooks(course_dir, assignment):
+        shutil.copy(nb, folder / nb.name)
+    (folder / "timestamp.txt").write_text("2026-01-05 12:00:00+00:00")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mlbd.cli", "grade", assignment, "--course-dir", str(scratch), "--jobs", "1"],
+                          env=tool_env(env), capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    scores = score_table(scratch, assignment)
+    return {"run": f"mlbd grade {assignment} (1 reference submission, sandboxed)", "seconds": round(seconds, 1),
+            "s_per_submission": round(seconds, 1), "total_points": sum(s for _, s, _ in scores), "graded": len(scores)}
 
 
 def bench_hub(course_dir: Path, args) -> int:

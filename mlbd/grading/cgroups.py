@@ -77,6 +77,11 @@ class Cgroup:
             oom = count(self._read("memory.events"), "oom_kill") > 0
         return {"memory": oom, "pids": count(self._read("pids.events"), "max") > 0}
 
+    def add(self, pid: int) -> None:
+        """Move a process in (a warm kernel, before it is released to run)."""
+        for f in self.procs_files:
+            Path(f).write_text(str(pid))
+
     def pids(self) -> list[int]:
         out = set()
         for d in self.dirs:

@@ -150,6 +150,7 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
     pos, restarts, skip = 0, 0, set()
     notes: list[str] = []
     limits: dict[str, bool] = {}
+    warm: list[bool] = []                # per kernel started: forked from the zygote or not
 
     def abandon(from_pos: int, ename: str, evalue: str) -> None:
         for j in code[from_pos:]:
@@ -207,6 +208,7 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
             notes.append(msg)
             break
         if km is not None:
+            warm.append(bool(getattr(km, "warm", False)))
             limits.update({k: v for k, v in (getattr(km, "limit_events", {}) or {}).items() if v})
         if died_at is None:
             break
@@ -224,7 +226,7 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
     for j in code:
         if any(o.get("ename") == "CellTimeoutError" for o in nb.cells[j].outputs):
             notes.append(f"{_label(nb, j)}: the cell ran longer than {timeout} s and was interrupted")
-    return {"notes": notes, "restarts": restarts, "limits": limits,
+    return {"notes": notes, "restarts": restarts, "limits": limits, "warm": warm,
             "truncated": sorted(client.truncated)}
 
 

@@ -6,23 +6,31 @@
     c.Autograde.autograde_preprocessors = ["mlbd.grading.kernel.SandboxedExecute", ...]
 
 It is an ``AsyncKernelManager`` (a synchronous one hangs forever when the kernel is OOM-killed).
+
+Kernels are *warm* when they can be: forked from this process's zygote (``zygote``), which has
+imported the course's libraries already, instead of a fresh interpreter under bwrap (*cold*). Both
+get the same sandbox, limits and cgroup; a kernelspec other than this Python's ipykernel, or a
+zygote that cannot start, gets a cold kernel.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import sys
 import uuid
 import warnings
 from pathlib import Path
 
 import zmq
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from nbgrader.preprocessors import Execute
 from traitlets import Instance
 
-from . import cgroups
+from . import cgroups, zygote
 from .sandbox import Sandbox, chown_tree, copy_inputs
 
 _warned: set[str] = set()
@@ -34,6 +42,29 @@ def warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+class GradingKernelClient(AsyncKernelClient):
+    """jupyter_client's ``wait_for_ready`` ends with 0.2 s of IOPub silence: a third of a warm
+    kernel's life. The kernel_info exchange before it already proves IOPub is connected, and
+    nbclient ignores messages that answer other requests, so a short quiet period is enough."""
+
+    iopub_quiet_seconds = 0.02
+
+    async def _async_wait_for_ready(self, timeout=None):
+        channel = self.iopub_channel
+        original = channel.get_msg
+
+        async def get_msg(timeout=None):
+            return await original(timeout=min(timeout, self.iopub_quiet_seconds) if timeout else timeout)
+
+        channel.get_msg = get_msg
+        try:
+            await super()._async_wait_for_ready(timeout)
+        finally:
+            del channel.get_msg
+
+    wait_for_ready = _async_wait_for_ready   # the base class binds the name to its own function
+
+
 class SandboxedKernelManager(AsyncKernelManager):
     """Launches the kernel in bubblewrap as an unprivileged uid, with cgroup and rlimit limits."""
 
@@ -41,11 +72,15 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self.client_factory = GradingKernelClient
         if self.sandbox is None:
             self.sandbox = Sandbox(parent=self)
         self._box: Path | None = None
         self._cgroup: cgroups.Cgroup | None = None
         self._log_fh = None
+        self._warm: dict | None = None
+        self._warm_proc: zygote.WarmProcess | None = None
+        self.warm = False
         self.limit_events: dict[str, bool] = {}
         self.kernel_log_tail = ""
 
@@ -67,12 +102,19 @@ class SandboxedKernelManager(AsyncKernelManager):
             warn_once("none", "grading sandbox disabled (--sandbox none): student code runs as this user "
                               "with its files, network and secrets; development only")
             kw["env"] = sb.kernel_env(kw.get("env"), None)
-            return await super()._async_pre_start_kernel(**kw)
+            cmd, kw = await super()._async_pre_start_kernel(**kw)
+            zyg = self._zygote()
+            if zyg is not None and self._warmable(cmd, kw["env"]):
+                self._warm = {"zygote": zyg, "box": None, "cwd": str(kw.get("cwd") or os.getcwd()),
+                              "log": str(zyg.root / "kernels.log"), "env": kw["env"],
+                              "argv": ["ipykernel_launcher", *cmd[3:]], "tmp_dirs": [], "rlimits": {}}
+            return cmd, kw
 
         sb.check()
         # a kernel cannot make the grader buffer gigabytes: oversized messages drop the connection
         self.context.setsockopt(zmq.MAXMSGSIZE, sb.max_message_bytes)
-        box = Path(tempfile.mkdtemp(prefix="mlbd-sbx-", dir=sb.runtime_dir or None))
+        zyg = self._zygote()
+        box = Path(tempfile.mkdtemp(prefix="mlbd-sbx-", dir=str(zyg.root) if zyg else (sb.runtime_dir or None)))
         self._box = box
         work, run = box / "work", box / "run"
         run.mkdir()
@@ -100,7 +142,54 @@ class SandboxedKernelManager(AsyncKernelManager):
         kw["stderr"] = self._log_fh
         kw["stdin"] = subprocess.DEVNULL
         wrapped = enter + sb.bwrap_args(box, work, env) + sb.drop_args() + cmd
+        # warm only inside a cgroup: its kill is what ends a forked kernel's stray processes
+        if zyg is not None and self._cgroup is not None and self._warmable(cmd, env):
+            self._warm = {"zygote": zyg, "box": str(box), "cwd": str(work), "log": str(run / "kernel.log"), "env": env,
+                          "argv": ["ipykernel_launcher", *cmd[3:]],
+                          "tmp_dirs": [env[k] for k in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "JUPYTER_RUNTIME_DIR",
+                                                       "IPYTHONDIR") if env.get(k, "").startswith("/tmp/")],
+                          "rlimits": sb.rlimits()}
         return wrapped, kw
+
+    def _zygote(self) -> zygote.Zygote | None:
+        if not self.sandbox.warm_kernels:
+            return None
+        try:
+            return zygote.for_sandbox(self.sandbox)
+        except zygote.ZygoteError as exc:
+            warn_once("zygote", f"warm kernels unavailable, every kernel starts cold: {exc}")
+            return None
+
+    @staticmethod
+    def _warmable(cmd: list[str], env: dict) -> bool:
+        """Only this Python's own ipykernel can be forked from the zygote."""
+        if len(cmd) < 3 or cmd[1:3] != ["-m", "ipykernel_launcher"]:
+            return False
+        found = shutil.which(cmd[0], path=env.get("PATH"))
+        return bool(found) and os.path.dirname(os.path.abspath(found)) == os.path.dirname(sys.executable)
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            zyg = warm.pop("zygote")
+            try:
+                proc = zyg.spawn(**warm)
+            except zygote.ZygoteError as exc:
+                warn_once("zygote-spawn", f"warm kernel failed, starting cold: {exc}")
+            else:
+                try:
+                    if self._cgroup is not None:
+                        self._cgroup.add(proc.pid)
+                    zyg.release(proc)
+                except Exception:
+                    proc.kill()
+                    raise
+                prov = self.provisioner
+                prov.process, prov.pid, prov.pgid, prov.cwd = proc, proc.pid, None, warm["cwd"]
+                self._warm_proc, self.warm = proc, True
+                self._reconcile_connection_info(prov.connection_info)
+                return
+        await super()._async_launch_kernel(kernel_cmd, **kw)
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         try:
@@ -119,6 +208,11 @@ class SandboxedKernelManager(AsyncKernelManager):
             self.limit_events = self._cgroup.events()
             self._cgroup.destroy()
             self._cgroup = None
+        proc, self._warm_proc = self._warm_proc, None
+        ended = None
+        if proc is not None:
+            proc.kill()
+            ended = proc.wait(5) if proc.returncode is None else proc.returncode
         if self._log_fh is not None:
             self._log_fh.close()
             self._log_fh = None
@@ -130,6 +224,8 @@ class SandboxedKernelManager(AsyncKernelManager):
                     self.kernel_log_tail = fh.read().decode("utf-8", "replace")
             except OSError:
                 pass
+            if ended is not None and ended < 0 and -ended in signal.Signals._value2member_map_:
+                self.kernel_log_tail += f"\n[mlbd: the kernel was ended by {signal.Signals(-ended).name}]"
             shutil.rmtree(self._box, ignore_errors=True)
             self._box = None
 

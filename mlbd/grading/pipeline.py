@@ -27,6 +27,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from ..course import CourseError
 from . import executors, prepare, score
+from .engines import shared_engines
 from .execute import execute_job
 from .sandbox import Sandbox
 
@@ -129,8 +130,9 @@ def grade(course_dir: Path, assignment: str, students: list[str] | None = None, 
     if todo:
         pool = executors.make(executor, jobs)
         try:
-            _run(pool, todo, results, root, cd, cfg, assignment, sandbox_cfg, timeout, exclude, box,
-                 console, quiet)
+            with shared_engines():
+                _run(pool, todo, results, root, cd, cfg, assignment, sandbox_cfg, timeout, exclude, box,
+                     console, quiet)
         finally:
             pool.close()
     ordered = [results[s] for s in found]
@@ -203,7 +205,7 @@ def _run(pool, todo, results, root, cd, cfg, assignment, sandbox_cfg, timeout, e
                 pending[pool.submit(execute_job, payload)] = (student, job.name)
             if not runnable:
                 finish(student)
-            while len(pending) > 2 * jobs_hint(pool):
+            while len(pending) > 4 * jobs_hint(pool):   # prepare ahead while workers start their zygotes
                 collect(block=True)
             collect(block=False)
         while pending:

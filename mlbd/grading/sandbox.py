@@ -20,11 +20,19 @@ import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
-from traitlets import Dict, Enum, Integer, List, Unicode
+from traitlets import Bool, Dict, Enum, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 DEFAULT_PASSTHROUGH = ["NBGRADER_EXECUTION", "MLBD_*", "PYTHONHASHSEED", "MPLBACKEND", "TF_CPP_MIN_LOG_LEVEL", "TF_DETERMINISTIC_OPS", "KERAS_BACKEND",
                        "LANG", "LC_*", "TZ", "CUDA_VISIBLE_DEVICES"]
+# The soft CPU limit sends SIGXCPU (which names the reason); the hard one, this much later, SIGKILL.
+CPU_GRACE = 5
+# What the course's notebooks import (scikit-learn alone takes ~2.5 s per cold kernel). No TensorFlow:
+# it starts threads at import, and a threaded process cannot be forked.
+DEFAULT_PRELOAD = ["numpy", "scipy", "scipy.stats", "scipy.optimize", "pandas", "matplotlib", "matplotlib.pyplot",
+                   "sklearn", "sklearn.base", "sklearn.datasets", "sklearn.linear_model", "sklearn.model_selection",
+                   "sklearn.preprocessing", "sklearn.metrics", "sklearn.pipeline", "sklearn.svm", "sklearn.tree",
+                   "sklearn.ensemble", "sklearn.neighbors", "sklearn.decomposition", "sklearn.impute", "mlbd.data"]
 
 
 class Sandbox(LoggingConfigurable):
@@ -52,6 +60,10 @@ class Sandbox(LoggingConfigurable):
                            help="grader environment variables (glob patterns) passed to the kernel").tag(config=True)
     runtime_dir = Unicode("", help="where sandbox boxes are created (short path: ipc socket names are limited)").tag(config=True)
     bwrap = Unicode("bwrap", help="the bubblewrap executable").tag(config=True)
+    warm_kernels = Bool(True, help="fork kernels from a zygote that has imported `preload` already (see "
+                                   "mlbd.grading.zygote_main); False: a fresh interpreter per kernel").tag(config=True)
+    preload = List(Unicode(), DEFAULT_PRELOAD, help="modules the zygote imports once for every warm kernel").tag(config=True)
+    zygote_start_seconds = Integer(120, help="how long the zygote may take to import `preload`").tag(config=True)
 
     # -- environment -------------------------------------------------------------------------
     def kernel_env(self, base: dict | None, home: str | None) -> dict:
@@ -124,8 +136,14 @@ class Sandbox(LoggingConfigurable):
     def drop_args(self) -> list[str]:
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--no-new-privs",
                 "--inh-caps=-all", "--bounding-set=-all", "--",
-                "prlimit", f"--fsize={self.file_size_mb * 2**20}", f"--cpu={self.cpu_seconds}",
+                "prlimit", f"--fsize={self.file_size_mb * 2**20}", f"--cpu={self.cpu_seconds}:{self.cpu_seconds + CPU_GRACE}",
                 f"--nofile={self.open_files}", "--core=0", "--"]
+
+    def rlimits(self) -> dict[str, int]:
+        """The same limits as ``drop_args``' prlimit, for kernels forked by the zygote."""
+        fsize = self.file_size_mb * 2**20
+        return {"RLIMIT_FSIZE": [fsize, fsize], "RLIMIT_CPU": [self.cpu_seconds, self.cpu_seconds + CPU_GRACE],
+                "RLIMIT_NOFILE": [self.open_files, self.open_files], "RLIMIT_CORE": [0, 0]}
 
     def check(self) -> None:
         """Raise ``RuntimeError`` with a one-line reason when the sandbox cannot work here."""
