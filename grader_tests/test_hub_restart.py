@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 
 import pytest
 
@@ -127,6 +129,10 @@ def test_restart_keeps_servers_and_submissions(hub):
     u2.login(PASSWORD)
     u2.spawn("cpu", timeout=240)
     assert len(launcher.server_pids(hub)) == 2
+    # each server got its own port, outside the ephemeral range (mlbd.hub.spawner.CourseSpawner.pick_port)
+    with closing(sqlite3.connect(hub.hub_dir / "jupyterhub.sqlite")) as con:
+        ports = [p for (p,) in con.execute("SELECT port FROM servers JOIN spawners ON spawners.server_id = servers.id")]
+    assert len(ports) == len(set(ports)) == 2 and all(20000 <= p <= 32000 for p in ports), ports
 
 
 def test_stop_stops_everything(hub):

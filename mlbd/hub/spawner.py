@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import html
+import random
+import socket
+from typing import ClassVar
 
+from jupyterhub import orm
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
-from traitlets import Dict, List, Unicode
+from traitlets import Dict, Integer, List, Tuple, Unicode
 
 from . import profiles as prof
 
@@ -22,6 +26,10 @@ class CourseSpawner(LocalProcessSpawner):
     config_dirs = Dict(help="role ('staff' or 'student') -> Jupyter config dir").tag(config=True)
     staff_groups = List(["instructors", "tas"]).tag(config=True)
     extra_path = Unicode("", help="prepended to PATH (the venv's bin: nbgrader runs alembic by name)").tag(config=True)
+    port_range = Tuple(Integer(), Integer(), default_value=(20000, 32000),
+                       help="servers' ports: below Linux's ephemeral range (32768+), which bind(0) and "
+                            "outgoing connections use").tag(config=True)
+    _handed_out: ClassVar[set[int]] = set()  # ports given to servers of this hub process that run or start
 
     def _options_form_default(self):
         if len(self.profiles) < 2:
@@ -63,6 +71,26 @@ class CourseSpawner(LocalProcessSpawner):
         env.setdefault("MLBD_OFFLINE", "1")
         return env
 
+    def pick_port(self) -> int:
+        """A port no other server of this hub has or is being given. JupyterHub's own choice
+        (bind to port 0, close, let the server bind later) can hand one port to two of 50 servers
+        that start at once: the second fails to bind, yet the hub, finding a Jupyter server on
+        that port, sends its user to the first user's server."""
+        lo, hi = self.port_range
+        used = {port for (port,) in self.user.db.query(orm.Server.port)} | self._handed_out
+        for _ in range(500):
+            port = random.randint(lo, hi)
+            if port in used:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind((self.ip or "127.0.0.1", port))  # nothing else listens there now
+                except OSError:
+                    continue
+            self._handed_out.add(port)  # no await since `used`: no other start ran in between
+            return port
+        raise web.HTTPError(503, f"no free port in {lo}-{hi} for {self.user.name}'s server")
+
     async def start(self):
         p = self.profile()
         if p and prof.wants_gpu(p):
@@ -70,4 +98,15 @@ class CourseSpawner(LocalProcessSpawner):
             if not ok:
                 self.log.warning("%s asked for the GPU profile: %s", self.user.name, why)
                 raise web.HTTPError(503, prof.NO_GPU_MESSAGE.format(why=why))
-        return await super().start()
+        self.port = self.pick_port()
+        try:
+            return await super().start()
+        except BaseException:
+            self._handed_out.discard(self.port)
+            raise
+
+    async def stop(self, now=False):
+        try:
+            await super().stop(now=now)
+        finally:
+            self._handed_out.discard(self.port)
