@@ -214,6 +214,41 @@ def test_plain_nbgrader_autograde_is_sandboxed(graded, tmp_path):
     assert "UID 65534" in text
 
 
+@pytest.fixture
+def request_cleanup():
+    paths: list[Path] = []
+    yield paths
+    for p in paths:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def test_autograde_as_the_course_account_is_sandboxed(graded, request_cleanup):
+    """The formgrader runs `nbgrader autograde` as the (non-root) course account: the sandbox then
+    uses a user namespace and rlimits, and still hides the gradebook, the network and the box."""
+    import pwd
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="mlbd-rootless-"))     # pytest's tmp_path is 0700 root
+    request_cleanup.append(home)
+    course = clone(graded[0], home / "course")
+    probe = ("\nimport os, socket\nprint('UID', os.getuid())\n"
+             f"print('DB', os.path.exists({str(course / 'gradebook.db')!r}))\n"
+             "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2); print('NET yes')\nexcept OSError:\n    print('NET no')\n"
+             "try:\n    b = bytearray(3 * 2**30); print('MEM unlimited')\nexcept MemoryError:\n    print('MEM limited')\n")
+    w.submit(course, "probe", w.answered(course, dict(w.RIGHT, q1=w.RIGHT["q1"] + probe)))
+    nobody = pwd.getpwnam("nobody")
+    subprocess.run(["chown", "-R", f"{nobody.pw_uid}:{nobody.pw_gid}", str(home)], check=True)
+    home.chmod(0o755)
+    proc = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-m", "nbgrader", "autograde", w.ASSIGNMENT,
+                           "--student", "probe"], cwd=course, env=tool_env({"HOME": str(home)}),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nb = nbformat.read(str(course / "autograded" / "probe" / w.ASSIGNMENT / f"{w.NOTEBOOK}.ipynb"), 4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "UID 65534" in text and "DB False" in text and "NET no" in text and "MEM limited" in text, text
+    assert cell_scores(course)[("probe", "t1")] == 2.0
+
+
 def test_library_hooks_are_not_flagged(graded, tmp_path):
     """matplotlib registers an IPython post_execute callback: an honest plot is not tampering."""
     course = clone(graded[0], tmp_path / "course")

@@ -126,15 +126,17 @@ class SandboxedKernelManager(AsyncKernelManager):
         env = sb.kernel_env(kw.get("env"), str(work))
         kw["env"] = {"PATH": env["PATH"]}          # bwrap itself; the kernel gets --clearenv + env
         cmd, kw = await super()._async_pre_start_kernel(**kw)
-        chown_tree(box, sb.uid, sb.gid)
+        if not sb.rootless:                         # rootless: the box is ours, and 65534 inside the namespace
+            chown_tree(box, sb.uid, sb.gid)
         os.chmod(box, 0o700)
 
         procs: list[str] = []
-        try:
-            self._cgroup = cgroups.create(f"mlbd-{uuid.uuid4().hex[:12]}", sb.memory_mb * 2**20, sb.pids_max)
-            procs = self._cgroup.procs_files
-        except cgroups.CgroupUnavailable as exc:
-            warn_once("cgroup", f"sandbox memory and pids limits not enforced: {exc}")
+        if not sb.rootless:                         # rootless: prlimit --data/--nproc stand in (drop_args)
+            try:
+                self._cgroup = cgroups.create(f"mlbd-{uuid.uuid4().hex[:12]}", sb.memory_mb * 2**20, sb.pids_max)
+                procs = self._cgroup.procs_files
+            except cgroups.CgroupUnavailable as exc:
+                warn_once("cgroup", f"sandbox memory and pids limits not enforced: {exc}")
         enter = ["/bin/sh", "-c", 'for f; do [ "$f" = -- ] && break; echo $$ > "$f"; shift; done; shift; exec "$@"',
                  "sh", *procs, "--"]
         self._log_fh = open(run / "kernel.log", "ab")
@@ -152,8 +154,8 @@ class SandboxedKernelManager(AsyncKernelManager):
         return wrapped, kw
 
     def _zygote(self) -> zygote.Zygote | None:
-        if not self.sandbox.warm_kernels:
-            return None
+        if not self.sandbox.warm_kernels or (self.sandbox.mode != "none" and self.sandbox.rootless):
+            return None                             # rootless: no cgroup to hold a forked kernel's strays
         try:
             return zygote.for_sandbox(self.sandbox)
         except zygote.ZygoteError as exc:
