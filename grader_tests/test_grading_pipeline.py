@@ -250,7 +250,8 @@ def test_autograde_as_the_course_account_is_sandboxed(graded, request_cleanup):
 
 
 def test_library_hooks_are_not_flagged(graded, tmp_path):
-    """matplotlib registers an IPython post_execute callback: an honest plot is not tampering."""
+    """matplotlib's inline backend registers an IPython post_execute callback: an honest plot is
+    not tampering, and it reaches the student's feedback."""
     course = clone(graded[0], tmp_path / "course")
     plot = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
     w.submit(course, "plotter", w.answered(course, w.RIGHT, [("q1", plot)]))
@@ -258,3 +259,7 @@ def test_library_hooks_are_not_flagged(graded, tmp_path):
     row = {r["student"]: r for r in json.loads(mlbd("report", w.ASSIGNMENT, "--course-dir", str(course),
                                                       "--format", "json").stdout)["submissions"]}["plotter"]
     assert row["score"] == 10.0 and row["flags"] == [] and row["errors"] == [], row
+    # and the student sees the plot in the feedback
+    nbgrader(course, "generate_feedback", w.ASSIGNMENT, "--student", "plotter", "--force")
+    html = (course / "feedback" / "plotter" / w.ASSIGNMENT / f"{w.NOTEBOOK}.html").read_text()
+    assert "data:image/png;base64," in html

@@ -76,7 +76,8 @@ class Sandbox(LoggingConfigurable):
         env.update({
             "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
             "LANG": env.get("LANG", "C.UTF-8"),
-            "MPLBACKEND": env.get("MPLBACKEND", "Agg"),
+            # inline, whatever the grader's own backend: students see their plots in feedback
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
             "PYTHONHASHSEED": env.get("PYTHONHASHSEED", "0"),
             "PYTHONDONTWRITEBYTECODE": "1",
             "MLBD_OFFLINE": "1",
