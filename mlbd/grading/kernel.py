@@ -105,7 +105,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             cmd, kw = await super()._async_pre_start_kernel(**kw)
             zyg = self._zygote()
             if zyg is not None and self._warmable(cmd, kw["env"]):
-                self._warm = {"zygote": zyg, "box": None, "cwd": str(kw.get("cwd") or os.getcwd()),
+                self._warm = {"zygote": zyg, "box": None, "keep": [], "cwd": str(kw.get("cwd") or os.getcwd()),
                               "log": str(zyg.root / "kernels.log"), "env": kw["env"],
                               "argv": ["ipykernel_launcher", *cmd[3:]], "tmp_dirs": [], "rlimits": {}}
             return cmd, kw
@@ -146,7 +146,8 @@ class SandboxedKernelManager(AsyncKernelManager):
         wrapped = enter + sb.bwrap_args(box, work, env) + sb.drop_args() + cmd
         # warm only inside a cgroup: its kill is what ends a forked kernel's stray processes
         if zyg is not None and self._cgroup is not None and self._warmable(cmd, env):
-            self._warm = {"zygote": zyg, "box": str(box), "cwd": str(work), "log": str(run / "kernel.log"), "env": env,
+            self._warm = {"zygote": zyg, "box": str(box), "keep": [[p, True] for p in sb.read_only_paths()],
+                          "cwd": str(work), "log": str(run / "kernel.log"), "env": env,
                           "argv": ["ipykernel_launcher", *cmd[3:]],
                           "tmp_dirs": [env[k] for k in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "JUPYTER_RUNTIME_DIR",
                                                        "IPYTHONDIR") if env.get(k, "").startswith("/tmp/")],

@@ -218,12 +218,12 @@ class Zygote:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def spawn(self, *, box: str | None, cwd: str, log: str, env: dict, argv: list[str], tmp_dirs: list[str],
+    def spawn(self, *, box: str | None, keep: list, cwd: str, log: str, env: dict, argv: list[str], tmp_dirs: list[str],
               rlimits: dict[str, int]) -> WarmProcess:
         """Fork a kernel that waits; call ``release`` once it is inside its cgroup."""
         sb = self.sandbox
         with self.lock:
-            self._send({"op": "spawn", "box": box, "cwd": cwd, "log": log, "env": env, "argv": argv, "uid": sb.uid,
+            self._send({"op": "spawn", "box": box, "keep": keep, "cwd": cwd, "log": log, "env": env, "argv": argv, "uid": sb.uid,
                         "gid": sb.gid, "tmp_dirs": tmp_dirs, "rlimits": rlimits})
             ns_pid = int(self._read_until("spawned", timeout=30)["spawned"])
         host = None if self.boxed else ns_pid

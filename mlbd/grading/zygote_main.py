@@ -32,7 +32,7 @@ import sys
 import traceback
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x08000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
 
 # What IPKernelApp.initialize imports (measured): ~0.4 s of every kernel start when not preloaded.
@@ -70,14 +70,22 @@ def _isolate(req: dict) -> None:
     """Everything between fork and the kernel: namespaces, /tmp, limits, identity, environment."""
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
     _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
-    box = req["box"]
-    keep = os.open(box, os.O_RDONLY | os.O_DIRECTORY)   # the new /tmp would hide a box that lives in it
-    for target in (b"/tmp", b"/dev/shm"):
-        _check(_libc.mount(b"tmpfs", target, b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=1777"), f"mount {target!r}")
-    if not os.path.isdir(box):
-        os.makedirs(box)
-        _check(_libc.mount(f"/proc/self/fd/{keep}".encode(), box.encode(), None, MS_BIND, None), "bind the box")
-    os.close(keep)
+    # The fresh /tmp and /dev/shm would hide whatever of the sandbox lives below them (the box, and
+    # the venv or package when the course sits under /tmp): hold them open, bind them back in.
+    tmpfs = ("/tmp", "/dev/shm")
+    held = []
+    for path, read_only in [(req["box"], False), *req.get("keep", [])]:
+        if any(path == t or path.startswith(t + "/") for t in tmpfs) and os.path.isdir(path):
+            held.append((path, read_only, os.open(path, os.O_RDONLY | os.O_DIRECTORY)))
+    for target in tmpfs:
+        _check(_libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=1777"), f"mount {target}")
+    for path, read_only, fd in sorted(held, key=lambda h: len(h[0])):
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _check(_libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, MS_BIND, None), f"bind {path}")
+        if read_only:
+            _check(_libc.mount(None, path.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None),
+                   f"read-only {path}")
+        os.close(fd)
     uid, gid = int(req["uid"]), int(req["gid"])
     for d in req.get("tmp_dirs", []):
         os.makedirs(d, exist_ok=True)
