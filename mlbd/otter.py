@@ -164,8 +164,14 @@ def build_wheel(course_dir: Path, dest: Path) -> str:
     """A wheel of this project's ``mlbd`` package, so Gradescope installs the same data helpers."""
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        # from a private copy: setuptools builds in the source tree's build/, which concurrent builds share
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(course_dir / name, src / name)
+        shutil.copytree(course_dir / "mlbd", src / "mlbd", ignore=shutil.ignore_patterns("__pycache__"))
         proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                               "-q", "-w", tmp, str(course_dir)], capture_output=True, text=True, env=tool_env())
+                               "-q", "-w", tmp, str(src)], capture_output=True, text=True, env=tool_env())
         if proc.returncode != 0:
             raise CourseError(f"could not build the mlbd wheel: {proc.stderr.strip()[-300:]}")
         wheel = next(Path(tmp).glob("mlbd-*.whl"))
