@@ -119,6 +119,24 @@ class Cgroup:
                     time.sleep(0.02)
 
 
+_swept: set[Path] = set()
+
+
+def sweep(parent: Path, min_age: float = 300.0) -> None:
+    """Remove empty ``mlbd-*`` cgroups left by a grader killed with ``kill -9`` (rmdir refuses a
+    cgroup that still has processes; the age keeps away from one another grader just made)."""
+    if parent in _swept:
+        return
+    _swept.add(parent)
+    now = time.time()
+    for d in parent.glob("mlbd-*"):
+        try:
+            if d.is_dir() and now - d.stat().st_mtime > min_age and not (d / "cgroup.procs").read_text().strip():
+                d.rmdir()
+        except OSError:
+            pass
+
+
 def create(name: str, memory_bytes: int, pids: int) -> Cgroup:
     """A fresh cgroup with the limits set, nested under this process's own cgroup where possible."""
     v = version()
@@ -130,6 +148,7 @@ def create(name: str, memory_bytes: int, pids: int) -> Cgroup:
                 parent = base / _own_path(ctrl).lstrip("/")
                 if not parent.is_dir():
                     parent = base
+                sweep(parent)
                 d = parent / name
                 d.mkdir(exist_ok=True)
                 dirs.append(d)
@@ -163,6 +182,7 @@ def create(name: str, memory_bytes: int, pids: int) -> Cgroup:
             base.mkdir(exist_ok=True)
             if not {"memory", "pids"} <= set((base / "cgroup.subtree_control").read_text().split()):
                 (base / "cgroup.subtree_control").write_text("+memory +pids")
+            sweep(base)
             d = base / name
             d.mkdir(exist_ok=True)
             (d / "memory.max").write_text(str(memory_bytes))

@@ -73,6 +73,25 @@ def _oom_adj(pid: int, value: int) -> None:
         pass
 
 
+def _start_time(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _sweep(parent: Path) -> None:
+    """Remove the folders of zygotes whose grading process died without closing them (kill -9)."""
+    for d in parent.glob("mlbd-z-*"):
+        try:
+            pid, started = (d / "owner").read_text().split()
+            if _start_time(int(pid)) != started:
+                shutil.rmtree(d, ignore_errors=True)
+        except (OSError, ValueError):
+            if time.time() - d.stat().st_mtime > 3600:   # no owner file: older layout or half made
+                shutil.rmtree(d, ignore_errors=True)
+
+
 class WarmProcess:
     """A forked kernel as jupyter_client sees a Popen: pid, poll, wait, signals (through a pidfd,
     so a recycled pid is never signalled)."""
@@ -129,8 +148,10 @@ class Zygote:
         self.lock = threading.Lock()
         self.exits: dict[int, int] = {}
         self._buf = b""
+        _sweep(Path(sandbox.runtime_dir or tempfile.gettempdir()))
         self.root = Path(tempfile.mkdtemp(prefix="mlbd-z-", dir=sandbox.runtime_dir or None))
         os.chmod(self.root, 0o711)       # kernels reach their own box, list nothing
+        (self.root / "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}")
         self.boxed = sandbox.mode != "none"
         main = [sys.executable, "-m", "mlbd.grading.zygote_main", json.dumps({"preload": list(sandbox.preload)})]
         if self.boxed:
