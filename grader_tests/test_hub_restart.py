@@ -19,6 +19,7 @@ from contextlib import closing
 
 import pytest
 
+from mlbd import procfs
 from mlbd.hub import launcher
 from mlbd.hub.client import HubUser
 
@@ -64,7 +65,7 @@ def server_via_cookie(s, u: HubUser, path: str = "") -> list[str]:
 
 
 def alive(pid: int) -> bool:
-    return launcher._alive(pid)
+    return procfs.alive(pid)
 
 
 def test_restart_keeps_servers_and_submissions(hub):
@@ -139,10 +140,10 @@ def test_stop_stops_everything(hub):
     servers = launcher.server_pids(hub)
     hub_pid, proxy = launcher.running_pid(hub), launcher.proxy_pid(hub)
     assert servers and hub_pid and proxy
-    services = launcher._children(hub_pid)
+    services = procfs.children(hub_pid)
     assert services  # the formgrader and the idle culler
     proc = mlbd_hub(hub, "stop")
     assert proc.returncode == 0, proc.stderr[-2000:]
     for pid in [*servers, hub_pid, proxy, *services]:
-        assert not alive(pid), (pid, launcher._cmdline(pid))
+        assert not alive(pid), (pid, procfs.cmdline(pid))
     assert "not running" in mlbd_hub(hub, "stop").stdout

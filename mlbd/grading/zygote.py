@@ -20,35 +20,12 @@ import threading
 import time
 from pathlib import Path
 
+from ..procfs import children, ns_pids, start_time
 from .sandbox import Sandbox
 
 
 class ZygoteError(RuntimeError):
     """The zygote could not start or stopped answering: callers fall back to cold kernels."""
-
-
-def _ns_pids(pid: int) -> list[int]:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("NSpid:"):
-                return [int(x) for x in line.split()[1:]]
-    except (OSError, ValueError):
-        pass
-    return []
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    out: list[int] = []
-    for tid in tasks:
-        try:
-            out += [int(x) for x in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
-        except (OSError, ValueError):
-            pass
-    return out
 
 
 def _find(root: int, ns_pid: int, depth: int = 4) -> int | None:
@@ -57,8 +34,8 @@ def _find(root: int, ns_pid: int, depth: int = 4) -> int | None:
     for _ in range(depth):
         nxt = []
         for p in level:
-            for c in _children(p):
-                ns = _ns_pids(c)
+            for c in children(p):
+                ns = ns_pids(c)
                 if len(ns) > 1 and ns[-1] == ns_pid:
                     return c
                 nxt.append(c)
@@ -73,23 +50,19 @@ def _oom_adj(pid: int, value: int) -> None:
         pass
 
 
-def _start_time(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
 def _sweep(parent: Path) -> None:
     """Remove the folders of zygotes whose grading process died without closing them (kill -9)."""
     for d in parent.glob("mlbd-z-*"):
         try:
             pid, started = (d / "owner").read_text().split()
-            if _start_time(int(pid)) != started:
-                shutil.rmtree(d, ignore_errors=True)
-        except (OSError, ValueError):
-            if time.time() - d.stat().st_mtime > 3600:   # no owner file: older layout or half made
-                shutil.rmtree(d, ignore_errors=True)
+            dead = start_time(int(pid)) != started
+        except (OSError, ValueError):                    # no owner file: older layout or half made
+            try:
+                dead = time.time() - d.stat().st_mtime > 3600
+            except OSError:                              # its grader just removed it
+                continue
+        if dead:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class WarmProcess:
@@ -151,7 +124,7 @@ class Zygote:
         _sweep(Path(sandbox.runtime_dir or tempfile.gettempdir()))
         self.root = Path(tempfile.mkdtemp(prefix="mlbd-z-", dir=sandbox.runtime_dir or None))
         os.chmod(self.root, 0o711)       # kernels reach their own box, list nothing
-        (self.root / "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}")
+        (self.root / "owner").write_text(f"{os.getpid()} {start_time(os.getpid())}")
         self.boxed = sandbox.mode != "none"
         main = [sys.executable, "-m", "mlbd.grading.zygote_main", json.dumps({"preload": list(sandbox.preload)})]
         if self.boxed:
@@ -207,12 +180,19 @@ class Zygote:
             msg = self._read_line(max(0.0, end - time.monotonic()))
             if msg is None:
                 raise ZygoteError(f"the zygote did not answer within {timeout:.0f} s: {self.log_tail()}")
-            if "exit" in msg:
-                self.exits[int(msg["exit"])] = int(msg["code"])
-            elif "error" in msg:
+            if self._noted_exit(msg):
+                continue
+            if "error" in msg:
                 raise ZygoteError(f"the zygote refused: {msg['error']}")
             elif key in msg:
                 return msg
+
+    def _noted_exit(self, msg: dict) -> bool:
+        """Keep an exit notice (the zygote sends one whenever a kernel ends, between any replies)."""
+        if "exit" not in msg:
+            return False
+        self.exits[int(msg["exit"])] = int(msg["code"])
+        return True
 
     def exit_code(self, ns_pid: int, wait: float = 0.0) -> int:
         """How a kernel ended (negative: the signal that killed it); -9 when the zygote never said."""
@@ -225,8 +205,7 @@ class Zygote:
                     break
                 if msg is None:
                     break
-                if "exit" in msg:
-                    self.exits[int(msg["exit"])] = int(msg["code"])
+                self._noted_exit(msg)
             return self.exits.pop(ns_pid, -signal.SIGKILL)
 
     def log_tail(self) -> str:
@@ -240,7 +219,7 @@ class Zygote:
         return self.proc.poll() is None
 
     def spawn(self, *, box: str | None, keep: list, cwd: str, log: str, env: dict, argv: list[str], tmp_dirs: list[str],
-              rlimits: dict[str, int]) -> WarmProcess:
+              rlimits: dict[str, list[int]]) -> WarmProcess:
         """Fork a kernel that waits; call ``release`` once it is inside its cgroup."""
         sb = self.sandbox
         with self.lock:

@@ -27,6 +27,7 @@ from contextlib import closing
 from pathlib import Path
 
 from ..course import CourseError, assignments
+from ..procfs import alive, children, cmdline
 from . import accounts
 from .exchange import config_lines
 from .settings import HubSettings
@@ -215,27 +216,12 @@ def prepare(s: HubSettings) -> list[accounts.Member]:
 # outlives the hub), the hub with its services (formgrader, culler), and the user servers (started
 # by the hub, in their own sessions; `cleanup_servers = False` lets them outlive it). A restart
 # replaces only the hub: students' servers, their open connections and the proxy's routes stay.
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, exited but not yet reaped, counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _pid_from(path: Path, marker: bytes) -> int | None:
     try:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) and marker in _cmdline(pid) else None
+    return pid if alive(pid) and marker in cmdline(pid) else None
 
 
 def running_pid(s: HubSettings) -> int | None:
@@ -262,7 +248,7 @@ def server_pids(s: HubSettings) -> list[int]:
             pid = int(json.loads(state).get("pid") or 0)
         except (TypeError, ValueError, AttributeError):
             continue
-        if pid and _alive(pid) and b"singleuser" in _cmdline(pid):  # mlbd.hub.singleuser
+        if pid and alive(pid) and b"singleuser" in cmdline(pid):  # mlbd.hub.singleuser
             pids.append(pid)
     return pids
 
@@ -376,20 +362,6 @@ def start(s: HubSettings, background: bool = False, timeout: float = 120) -> sub
     return None
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
 def _stop_pids(pids: list[int], grace: float = 30, proc: subprocess.Popen | None = None) -> None:
     """SIGTERM every pid at once, wait until all are gone, SIGKILL what is left after ``grace``."""
     for pid in pids:
@@ -401,11 +373,11 @@ def _stop_pids(pids: list[int], grace: float = 30, proc: subprocess.Popen | None
     while time.monotonic() < deadline:
         if proc is not None:
             proc.poll()  # reap our own child, or it stays a zombie
-        if not any(_alive(p) for p in pids):
+        if not any(alive(p) for p in pids):
             break
         time.sleep(0.2)
     for pid in pids:
-        if _alive(pid):
+        if alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -421,7 +393,7 @@ def stop_hub(s: HubSettings, proc: subprocess.Popen | None = None) -> bool:
     if not pid:
         return False
     keep = set(server_pids(s)) | {proxy_pid(s)}
-    _stop_pids([pid] + [c for c in _children(pid) if c not in keep], proc=proc)
+    _stop_pids([pid] + [c for c in children(pid) if c not in keep], proc=proc)
     return True
 
 
@@ -439,8 +411,8 @@ def stop(s: HubSettings, proc: subprocess.Popen | None = None) -> bool:
     hub = proc.pid if proc is not None else running_pid(s)
     servers = server_pids(s)
     proxy = proxy_pid(s)
-    children = [c for c in _children(hub) if c != proxy] if hub else []
-    pids = list(dict.fromkeys(([hub] if hub else []) + servers + children))
+    services = [c for c in children(hub) if c != proxy] if hub else []
+    pids = list(dict.fromkeys(([hub] if hub else []) + servers + services))
     if pids:
         _stop_pids(pids, proc=proc)
     ran = bool(pids) | _stop_proxy(s)
