@@ -142,15 +142,11 @@ def _coursework_row(course_dir: Path, assignment: str, scratch: Path) -> dict:
     import subprocess
     import sys
 
-    from .course import check_assignments, nbgrader, notebooks, tool_env
-    from .demo import score_table
+    from .course import check_assignments, notebooks, tool_env
+    from .demo import score_table, scratch_course
 
     check_assignments(course_dir, [assignment])
-    scratch.mkdir(parents=True)
-    shutil.copy(course_dir / "nbgrader_config.py", scratch)
-    shutil.copytree(course_dir / "source" / assignment, scratch / "source" / assignment)
-    env = {"MLBD_DB_URL": f"sqlite:///{scratch / 'gradebook.db'}", "MLBD_EXCHANGE": str(scratch / "exchange")}
-    nbgrader(scratch, "generate_assignment", assignment, "--force", env=env)
+    env = scratch_course(course_dir, assignment, scratch, scratch / "exchange")
     folder = scratch / "submitted" / "reference" / assignment
     folder.mkdir(parents=True)
     for nb in notebooks(course_dir, assignment):

@@ -72,6 +72,17 @@ def score_table(course: Path, assignment: str) -> list[tuple[str, float, float]]
     return rows
 
 
+def scratch_course(course_dir: Path, assignment: str, course: Path, exchange: Path) -> dict:
+    """A copy of the course's config and one assignment's source in ``course``, with its own
+    gradebook and exchange, generated; returns the environment nbgrader and mlbd need there."""
+    course.mkdir(parents=True, exist_ok=True)
+    shutil.copy(course_dir / "nbgrader_config.py", course)
+    shutil.copytree(course_dir / "source" / assignment, course / "source" / assignment)
+    env = {"MLBD_EXCHANGE": str(exchange), "MLBD_DB_URL": f"sqlite:///{course / 'gradebook.db'}"}
+    nbgrader(course, "generate_assignment", assignment, "--force", env=env)
+    return env
+
+
 def run_demo(course_dir: Path, assignment: str, workdir: str | None = None, console: Console | None = None) -> int:
     console = console or Console()
     check_assignments(course_dir, [assignment])
@@ -83,16 +94,13 @@ def run_demo(course_dir: Path, assignment: str, workdir: str | None = None, cons
     course.mkdir(parents=True)
     exchange.mkdir(exist_ok=True)
     os.chmod(exchange, 0o777)
-    shutil.copy(course_dir / "nbgrader_config.py", course)
-    shutil.copytree(course_dir / "source" / assignment, course / "source" / assignment)
-    env = {"MLBD_EXCHANGE": str(exchange), "MLBD_DB_URL": f"sqlite:///{course / 'gradebook.db'}"}
     course_id = "mlbd"
 
     def step(msg):
         console.print(f"[bold cyan]▸[/] {msg}")
 
     step(f"generate and release {assignment}")
-    nbgrader(course, "generate_assignment", assignment, "--force", env=env)
+    env = scratch_course(course_dir, assignment, course, exchange)
     for student in STUDENTS:
         nbgrader(course, "db", "student", "add", student, env=env)
     nbgrader(course, "release_assignment", assignment, "--force", env=env)

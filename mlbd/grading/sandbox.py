@@ -143,19 +143,24 @@ class Sandbox(LoggingConfigurable):
             args += ["--setenv", k, v]
         return args
 
-    def drop_args(self) -> list[str]:
-        limits = ["prlimit", f"--fsize={self.file_size_mb * 2**20}", f"--cpu={self.cpu_seconds}:{self.cpu_seconds + CPU_GRACE}",
-                  f"--nofile={self.open_files}", "--core=0"]
-        if self.rootless:   # bwrap already set no_new_privs and dropped every capability
-            return limits + [f"--data={self.memory_mb * 2**20}", f"--nproc={_processes_of(os.getuid()) + self.pids_max}", "--"]
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--no-new-privs",
-                "--inh-caps=-all", "--bounding-set=-all", "--", *limits, "--"]
-
-    def rlimits(self) -> dict[str, int]:
-        """The same limits as ``drop_args``' prlimit, for kernels forked by the zygote."""
+    def rlimits(self) -> dict[str, list[int]]:
+        """Resource limits of a kernel, ``[soft, hard]`` by ``resource`` name: set by prlimit for a
+        cold kernel (``drop_args``), by the zygote for a warm one. Without root, RLIMIT_DATA and
+        RLIMIT_NPROC stand in for the cgroup (RLIMIT_NPROC counts all of this uid's processes)."""
         fsize = self.file_size_mb * 2**20
-        return {"RLIMIT_FSIZE": [fsize, fsize], "RLIMIT_CPU": [self.cpu_seconds, self.cpu_seconds + CPU_GRACE],
-                "RLIMIT_NOFILE": [self.open_files, self.open_files], "RLIMIT_CORE": [0, 0]}
+        limits = {"RLIMIT_FSIZE": [fsize, fsize], "RLIMIT_CPU": [self.cpu_seconds, self.cpu_seconds + CPU_GRACE],
+                  "RLIMIT_NOFILE": [self.open_files, self.open_files], "RLIMIT_CORE": [0, 0]}
+        if self.rootless:
+            nproc = _processes_of(os.getuid()) + self.pids_max
+            limits.update(RLIMIT_DATA=[self.memory_mb * 2**20] * 2, RLIMIT_NPROC=[nproc, nproc])
+        return limits
+
+    def drop_args(self) -> list[str]:
+        prlimit = ["prlimit", *(f"--{name[7:].lower()}={soft}:{hard}" for name, (soft, hard) in self.rlimits().items()), "--"]
+        if self.rootless:   # bwrap already set no_new_privs and dropped every capability
+            return prlimit
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--no-new-privs",
+                "--inh-caps=-all", "--bounding-set=-all", "--", *prlimit]
 
     def check(self) -> None:
         """Raise ``RuntimeError`` with a one-line reason when the sandbox cannot work here."""

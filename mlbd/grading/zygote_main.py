@@ -41,7 +41,8 @@ KERNEL_MODULES = ["IPython", "ipykernel.kernelapp", "ipykernel.ipkernel", "ipyke
                   "tornado.platform.asyncio", "sqlite3"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
-OUT = 1
+OUT = 1            # the protocol's output (a dup of stdout; fd 1 itself goes to /dev/null)
+ZYGOTE_CWD = ""    # sys.path[0] of the zygote, which a kernel must not inherit
 
 
 def send(obj: dict) -> None:
@@ -67,7 +68,7 @@ def _check(ret: int, what: str) -> None:
 
 
 def _isolate(req: dict) -> None:
-    """Everything between fork and the kernel: namespaces, /tmp, limits, identity, environment."""
+    """Between fork and the kernel: namespaces, /tmp, limits, identity."""
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
     _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
     # The fresh /tmp and /dev/shm would hide whatever of the sandbox lives below them (the box, and
@@ -99,9 +100,6 @@ def _isolate(req: dict) -> None:
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     if os.getuid() == 0 or os.geteuid() == 0:
         raise RuntimeError("still root after setuid")
-    os.chdir(req["cwd"])
-    os.environ.clear()
-    os.environ.update(req["env"])
 
 
 def _child(req: dict, go_fd: int) -> None:
@@ -118,12 +116,11 @@ def _child(req: dict, go_fd: int) -> None:
     if not os.read(go_fd, 1):             # the trusted side cancelled (or died)
         os._exit(3)
     os.close(go_fd)
-    if req.get("box"):
+    if req.get("box"):                    # no box: --sandbox none, development only, no isolation at all
         _isolate(req)
-    else:                                 # --sandbox none: development only, no isolation at all
-        os.chdir(req["cwd"])
-        os.environ.clear()
-        os.environ.update(req["env"])
+    os.chdir(req["cwd"])
+    os.environ.clear()
+    os.environ.update(req["env"])
     if sys.path and sys.path[0] == ZYGOTE_CWD:
         del sys.path[0]                   # as ipykernel_launcher does; IPython then adds '' itself
     if "numpy" in sys.modules:           # a fresh interpreter seeds numpy from the OS, not from the zygote
@@ -152,9 +149,6 @@ def _spawn(req: dict, pending: dict[int, int]) -> int:
     os.close(r)
     pending[pid] = w
     return pid
-
-
-ZYGOTE_CWD = ""
 
 
 def main() -> None:
@@ -189,8 +183,6 @@ def main() -> None:
                     if op == "go":
                         os.write(fd, b"g")
                     os.close(fd)
-            elif op == "exit":
-                break
         except Exception as exc:  # noqa: BLE001
             send({"error": f"{type(exc).__name__}: {exc}"[:500]})
     os._exit(0)
