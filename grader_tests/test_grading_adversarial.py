@@ -119,7 +119,8 @@ def _spy(lines):
         "memory_bomb": dict(answers=dict(R, q3="blob = bytearray(6 * 2**30)"), max=6, error="memory limit"),
         "fork_loop": dict(answers=dict(R, q3="import os, time\nfor _ in range(10000):\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)"),
                           max=8, error=["kernel", "process limit", "longer than"]),
-        "huge_output": dict(answers=dict(R, q1=R["q1"] + "\nprint('x' * 50_000_000)\nprint('y\\n' * 2_000_000)"), max=10),
+        "huge_output": dict(answers=dict(R, q1=R["q1"] + "\nprint('x' * 50_000_000)\nprint('y\\n' * 2_000_000)"), max=10, min=10,
+                            truncated=True),
         "disk_fill": dict(answers=R, extra=[("q1", "try:\n    open('big.bin', 'wb').write(b'0' * 500 * 2**20)\nexcept OSError as e:\n    print('fsize', e)\n")], max=10),
         "stderr_warning_in_test": dict(answers=dict(R, q1="import warnings\ndef split(X, y):\n    warnings.warn('this API will change', FutureWarning)\n"
                                                           "    return train_test_split(X, y, test_size=0.25, random_state=0)"),
@@ -214,6 +215,8 @@ def test_attack(graded, name):
         assert row["score"] <= case["max"], f"{name} got {row['score']} > {case['max']}: {row}"
     if "min" in case:
         assert row["score"] >= case["min"], row
+    if case.get("truncated"):     # the output was cut with a visible marker, not dropped
+        assert any("mlbd: output truncated" in t for p, t in texts if "/autograded/" in p)
     if "error" in case:
         wanted = case["error"] if isinstance(case["error"], list) else [case["error"]]
         assert any(x.lower() in e.lower() for e in row["errors"] for x in wanted), row["errors"]

@@ -113,6 +113,8 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--course-dir")
     be.add_argument("--out", help="also write the table as CSV here")
     be.add_argument("--users", type=int, default=50, help="hub benchmark: concurrent students")
+    be.add_argument("--repeat", type=int, default=3,
+                    help="grade benchmark: alternating sandboxed/unsandboxed runs the overhead is the median of")
     be.add_argument("--coursework", default="coursework2",
                     help="grade benchmark: also time one reference submission of this assignment ('' to skip)")
     be.set_defaults(func=cmd_bench)

@@ -14,6 +14,7 @@ zygote that cannot start, gets a cold kernel.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -48,6 +49,17 @@ class GradingKernelClient(AsyncKernelClient):
     nbclient ignores messages that answer other requests, so a short quiet period is enough."""
 
     iopub_quiet_seconds = 0.02
+    # The client connects before the kernel has bound its sockets; ZMQ's default 100 ms reconnect
+    # interval was then half of a warm kernel's start.
+    reconnect_ms = 5
+
+    def _context_default(self):
+        context = super()._context_default()
+        context.setsockopt(zmq.RECONNECT_IVL, self.reconnect_ms)
+        # No MAXMSGSIZE here: an oversized message would drop the iopub connection and lose every
+        # later message of the notebook (a student who prints 50 MB got 0 and an integrity flag).
+        # Outputs are bounded by the kernel's memory limit and truncated on arrival (execute.py).
+        return context
 
     async def _async_wait_for_ready(self, timeout=None):
         channel = self.iopub_channel
@@ -111,7 +123,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             return cmd, kw
 
         sb.check()
-        # a kernel cannot make the grader buffer gigabytes: oversized messages drop the connection
+        # the control channel only (interrupt/shutdown replies); see GradingKernelClient for iopub
         self.context.setsockopt(zmq.MAXMSGSIZE, sb.max_message_bytes)
         zyg = self._zygote()
         box = Path(tempfile.mkdtemp(prefix="mlbd-sbx-", dir=str(zyg.root) if zyg else (sb.runtime_dir or None)))
@@ -200,6 +212,14 @@ class SandboxedKernelManager(AsyncKernelManager):
         finally:
             if not restart:
                 self.teardown()
+
+    async def _async_wait(self, pollinterval: float = 0.1) -> None:
+        """jupyter_client polls a killed kernel every 0.1 s: a quarter of a warm kernel's life.
+        Poll from 2 ms up instead."""
+        delay = 0.002
+        while await self._async_is_alive():
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, pollinterval)
 
     # AsyncKernelManager binds these names to the base implementations: rebind to ours.
     pre_start_kernel = _async_pre_start_kernel

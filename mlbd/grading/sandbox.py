@@ -52,7 +52,7 @@ class Sandbox(LoggingConfigurable):
     threads = Integer(1, help="OMP/BLAS/TF threads per kernel (kernels already run in parallel)").tag(config=True)
     max_output_bytes_cell = Integer(1_000_000, help="outputs kept per cell, bytes").tag(config=True)
     max_output_bytes_notebook = Integer(8_000_000, help="outputs kept per notebook, bytes").tag(config=True)
-    max_message_bytes = Integer(32_000_000, help="largest ZMQ message accepted from a kernel, bytes").tag(config=True)
+    max_message_bytes = Integer(32_000_000, help="largest ZMQ message accepted on the control channel, bytes (iopub outputs are truncated instead)").tag(config=True)
     copy_max_mb = Integer(200, help="data files copied into the kernel's work dir, MiB in all").tag(config=True)
     max_restarts = Integer(2, help="kernel deaths survived per notebook (state is replayed)").tag(config=True)
     ro_binds = List(Unicode(), help="extra host paths visible read-only inside the sandbox").tag(config=True)
