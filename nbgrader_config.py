@@ -51,6 +51,9 @@ c.Autograde.autograde_preprocessors = [
     "nbconvert.preprocessors.ClearMetadataPreprocessor", "nbgrader.preprocessors.LimitOutput",
     "nbgrader.preprocessors.SaveAutoGrades", "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata"]
+# Student HTML and scripts (outputs, markdown answers) are sanitized wherever nbconvert renders
+# them: the formgrader (same origin as the hub: a script there acts as the TA) and feedback.
+c.HTMLExporter.sanitize_html = True
 # Feedback: hidden tests' source hidden, failure messages shown, size bounded.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades", "mlbd.grading.feedback.StudentFeedback",

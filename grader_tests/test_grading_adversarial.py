@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,34 @@ for p in glob.glob("/proc/[0-9]*/environ") + glob.glob("/proc/[0-9]*/cmdline"):
 print(found)
 print(dict(os.environ))
 '''
+
+
+_ALWAYS_EQUAL = """
+class _Any(float):
+    __hash__ = float.__hash__
+    def __eq__(self, other): return True
+    def __lt__(self, other): return True
+    __le__ = __gt__ = __ge__ = __lt__
+    def __sub__(self, other): return _Any(0.0)
+"""
+
+
+_SCRIPTS = """
+from IPython.display import HTML, Javascript, Markdown, display
+display(HTML('<b>hi</b><script>window.MLBD_PWNED = 1</script><img src=x onerror="window.MLBD_PWNED = 2">'))
+display(Javascript('window.MLBD_PWNED = 3'))
+display(Markdown('<img src=y onerror="window.MLBD_PWNED = 4">'))
+"""
+_LIVE_SCRIPT = re.compile(r"<script[^>]*>[^<]*MLBD_PWNED|<img[^>]*onerror", re.I)
+
+
+def _formgrader_view(course: Path, notebook: Path) -> str:
+    """The autograded notebook as the formgrader's exporter renders it under the course's config."""
+    from nbconvert.exporters import HTMLExporter
+
+    from mlbd.grading.pipeline import load_config
+
+    return HTMLExporter(config=load_config(course)).from_filename(str(notebook))[0]
 
 
 def cases(course: Path) -> dict[str, dict]:
@@ -112,6 +141,10 @@ def _spy(lines):
     _seen.extend(lines); print("".join(_seen)[-3000:]); return lines
 {hook}.input_transformers_cleanup.append(_spy)
 ''')], expect="flag", max=10),
+        "always_equal": dict(answers=dict(R, q4="def accuracy(model, X, y):\n    return _Any(0.1)",
+                                          q5="def best_c(*a, **k):\n    return _Any(3.0)"),
+                             extra=[("q1", _ALWAYS_EQUAL)], expect="flag", max=6),
+        "html_script": dict(answers=R, extra=[("q1", _SCRIPTS)], max=10, min=10, scripts=True),
         "os_exit": dict(answers=dict(R, q2="import os\nos._exit(0)"), max=4, error="kernel"),
         "sys_exit": dict(answers=dict(R, q2="import sys\nsys.exit(3)"), max=4),
         "kill_parent": dict(answers=dict(R, q3="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)"), max=6),
@@ -126,6 +159,7 @@ def _spy(lines):
                                                           "    return train_test_split(X, y, test_size=0.25, random_state=0)"),
                                        max=10, min=10),
         "corrupt_json": dict(raw='{"cells": [{"cell_type": "code", "source": "x = ', max=0, error="not valid JSON"),
+        "linked_to_source": dict(link=f"{course}/source/{w.ASSIGNMENT}/{w.NOTEBOOK}.ipynb", max=0, error="symbolic link"),
         "missing_notebook": dict(raw_name="other", raw=nbformat.writes(nbformat.v4.new_notebook()), max=0, error="missing"),
         "renamed_grade_id": dict(answers=R, meta="rename", expect="flag", max=10),
         "deleted_test_cell": dict(answers=dict(R, q5="def best_c(*a, **k):\n    return 10.0"), meta="delete", expect="flag", max=8),
@@ -134,6 +168,10 @@ def _spy(lines):
 
 
 def _build(course: Path, name: str, case: dict) -> None:
+    if "link" in case:       # collected by some other means than our exchange, which drops links
+        folder = w.submit(course, name)
+        (folder / f"{w.NOTEBOOK}.ipynb").symlink_to(case["link"])
+        return
     if "raw" in case:
         w.submit(course, name, raw=case["raw"], name=case.get("raw_name", w.NOTEBOOK))
         return
@@ -215,6 +253,12 @@ def test_attack(graded, name):
         assert row["score"] <= case["max"], f"{name} got {row['score']} > {case['max']}: {row}"
     if "min" in case:
         assert row["score"] >= case["min"], row
+    if case.get("scripts"):         # rendered for the TA and the student, nothing runs
+        (nb,) = (p for p, _ in texts if "/autograded/" in p and p.endswith(".ipynb"))
+        html = [t for p, t in texts if p.endswith(".html")] + [_formgrader_view(course, Path(nb))]
+        assert len(html) == 2 and "MLBD_PWNED" in html[1]
+        for text in html:
+            assert not _LIVE_SCRIPT.search(text), _LIVE_SCRIPT.search(text).group(0)
     if case.get("truncated"):     # the output was cut with a visible marker, not dropped
         assert any("mlbd: output truncated" in t for p, t in texts if "/autograded/" in p)
     if "error" in case:

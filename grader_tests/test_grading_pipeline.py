@@ -181,6 +181,22 @@ def test_dask_localcluster(base_course, tmp_path):
     assert totals == EXPECTED
 
 
+def test_dask_existing_scheduler(base_course, tmp_path):
+    """`--executor tcp://…` joins a scheduler someone else started (as dask-kubernetes would)."""
+    from distributed import LocalCluster
+
+    course = clone(base_course, tmp_path / "course")
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        mlbd("grade", w.ASSIGNMENT, "--course-dir", str(course), "--executor", cluster.scheduler_address)
+        ran = [p for p in cluster.scheduler.task_prefixes if p.startswith("mlbd")]
+        assert ran, f"no grading task reached the scheduler: {list(cluster.scheduler.task_prefixes)}"
+    totals = {}
+    for (student, _), v in cell_scores(course).items():
+        totals[student] = totals.get(student, 0) + v
+    assert totals == EXPECTED
+
+
 def test_sandbox_none_warns(graded, tmp_path):
     course, _ = graded
     proc = mlbd("grade", w.ASSIGNMENT, "--course-dir", str(course), "--sandbox", "none", "--student", "blank", "--force")

@@ -243,6 +243,8 @@ HOOKS = [
     (r"\bctypes\b|gc\s*\.\s*get_(referrers|objects)|sys\s*\.\s*_getframe|f_back|f_globals", "low-level interpreter access"),
     (r"(?<![.\w])(exec|eval|compile)\s*\(|__import__\s*\(|importlib", "dynamic code execution"),
     (r"get_ipython\s*\(\s*\)\s*\.\s*(kernel|shell|display_pub|displayhook|user_ns_hidden)", "reaches into the kernel"),
+    # an answer whose == / < / abs() say whatever the test wants passes asserts without a hook
+    (r"__(eq|ne|lt|le|gt|ge|bool|abs|float|round)__", "defines comparison operators (a value that can equal anything)"),
 ]
 
 

@@ -94,6 +94,9 @@ def grade(course_dir: Path, assignment: str, students: list[str] | None = None, 
     if box.mode == "none":
         console.print("[bold yellow]warning:[/] --sandbox none: student code runs unsandboxed as this user "
                       "(files, network, secrets); use it for development only")
+    if not cfg.get("HTMLExporter", {}).get("sanitize_html", False):
+        console.print("[bold yellow]warning:[/] the formgrader and feedback render students' HTML and scripts as "
+                      "they are; add c.HTMLExporter.sanitize_html = True to nbgrader_config.py")
     cd = course_directory(course_dir, cfg)
     root = Path(cd.root)
     try:

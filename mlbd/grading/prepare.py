@@ -54,6 +54,9 @@ def submission_digest(path: Path) -> str:
         for name in sorted(files):
             p = Path(root) / name
             h.update(str(p.relative_to(path)).encode() + b"\0")
+            if not p.is_file() or p.is_symlink():     # a FIFO would block the grader; links are not followed
+                h.update(b"<not a regular file>")
+                continue
             try:
                 with open(p, "rb") as fh:
                     for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -64,6 +67,11 @@ def submission_digest(path: Path) -> str:
 
 
 def _read(path: Path) -> tuple[nbformat.NotebookNode | None, str]:
+    # The grader reads as root or the course account: a link could fetch source/ or another student.
+    if path.is_symlink():
+        return None, "the file is a symbolic link, which the grader does not follow"
+    if not path.is_file():
+        return None, "the file is not a regular file"
     try:
         size = path.stat().st_size
         if size > MAX_NOTEBOOK_BYTES:
@@ -178,7 +186,7 @@ def prepare(coursedir, cfg, gradebook_url: str, assignment: str, student: str, s
         resources = {"nbgrader": {"notebook": name, "assignment": assignment, "student": student,
                                   "db_url": gradebook_url}}
         nb_path = path / f"{name}.ipynb"
-        nb, why = (None, f"{name}.ipynb is missing from the submission") if not nb_path.exists() else _read(nb_path)
+        nb, why = (None, f"{name}.ipynb is missing from the submission") if not (nb_path.exists() or nb_path.is_symlink()) else _read(nb_path)
         if nb is not None:
             job.flags += [f"{name}: cell metadata edited: {c}" for c in metadata_changes(nb, gb_cells[name])]
             try:

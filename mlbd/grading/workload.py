@@ -42,6 +42,7 @@ c.Autograde.autograde_preprocessors = [
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades", "mlbd.grading.feedback.StudentFeedback",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor"]
+c.HTMLExporter.sanitize_html = True
 '''
 
 SECRET = "SECRET_SOLUTION_7f3a"     # appears only in the instructor's solutions

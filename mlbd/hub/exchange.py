@@ -12,12 +12,15 @@ extension points (``c.ExchangeFactory.submit = "mlbd.hub.exchange.PrivateSubmit"
   and only then renamed into ``inbound`` in one atomic step. So the course account can read it and
   nobody else (other students included) can, at any moment;
 * collect: only submissions whose directory belongs to the student they name are collected (stock
-  nbgrader only warns), and ``submitted/`` stays private to the course account;
+  nbgrader only warns), symbolic links, FIFOs and devices inside a submission are dropped, never
+  followed (the course account reads what it copies: a link would fetch ``source/``), and
+  ``submitted/`` stays private to the course account;
 * every operation: the exchange root need only be traversable (stock nbgrader wants it
   world-writable).
 """
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import secrets
@@ -38,6 +41,51 @@ class _TraversableRoot:
         """The exchange root must exist and be traversable; its course folder does the rest."""
         if not os.path.isdir(self.root) or not os.access(self.root, os.X_OK):
             self.fail(f"Exchange directory missing or not accessible, please contact your instructor: {self.root}")
+
+
+def copy_without_links(src: str, dest: str, max_bytes: int, log) -> None:
+    """Copy a folder its owner may still be changing, never following a link out of it.
+
+    Each entry is opened relative to its parent's descriptor with O_NOFOLLOW, so a file or folder
+    swapped for a link mid-copy is refused rather than followed. Links, FIFOs and devices are left
+    out with a warning; more than ``max_bytes`` in all raises, as nbgrader's size limit does."""
+    total = 0
+
+    def copy_dir(dir_fd: int, shown: str, out: str) -> None:
+        nonlocal total
+        os.mkdir(out, 0o700)
+        for entry in sorted(os.scandir(dir_fd), key=lambda e: e.name):
+            path = os.path.join(shown, entry.name)
+            try:
+                fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+            except OSError as exc:
+                log.warning("skipping %s: %s", path,
+                            "a symbolic link is not followed" if exc.errno == errno.ELOOP else exc.strerror)
+                continue
+            try:
+                st = os.fstat(fd)
+                target = os.path.join(out, entry.name)
+                if stat.S_ISDIR(st.st_mode):
+                    copy_dir(fd, path, target)
+                elif stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+                    if total > max_bytes:
+                        raise RuntimeError(f"Directory size is too big; the maximum is {max_bytes} bytes")
+                    with os.fdopen(os.dup(fd), "rb") as fin, open(target, "wb") as fout:
+                        shutil.copyfileobj(fin, fout)
+                else:
+                    log.warning("skipping %s: not a regular file or folder", path)
+                    continue
+                os.chmod(target, stat.S_IMODE(st.st_mode) & 0o755 | (0o700 if stat.S_ISDIR(st.st_mode) else 0o600))
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(fd)
+
+    top = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY)
+    try:
+        copy_dir(top, src, dest)
+    finally:
+        os.close(top)
 
 
 class PrivateExchange(_TraversableRoot, default.Exchange):
@@ -129,6 +177,13 @@ class PrivateCollect(_TraversableRoot, default.ExchangeCollect):
                 continue
             kept.append(rec)
         self.src_records = kept
+
+    def do_copy(self, src, dest, log=None):
+        """nbgrader's copy (ignore/include patterns, size limits), from a link-free private copy."""
+        with tempfile.TemporaryDirectory(prefix="mlbd-collect-") as tmp:
+            staged = os.path.join(tmp, "submission")
+            copy_without_links(src, staged, 1000 * self.coursedir.max_dir_size, self.log)
+            super().do_copy(staged, dest, log)
 
     def init_dest(self):
         super().init_dest()
