@@ -145,6 +145,9 @@ def _spy(lines):
                                           q5="def best_c(*a, **k):\n    return _Any(3.0)"),
                              extra=[("q1", _ALWAYS_EQUAL)], expect="flag", max=6),
         "html_script": dict(answers=R, extra=[("q1", _SCRIPTS)], max=10, min=10, scripts=True),
+        "active_files": dict(answers=R, files={"evil.html": "<script>window.MLBD_PWNED = 5</script>",
+                                               "pic.svg": "<svg onload='window.MLBD_PWNED = 6'/>", "data.csv": "a,b\n1,2\n"},
+                             max=10, min=10, error=["evil.html was not copied", "pic.svg was not copied"]),
         "os_exit": dict(answers=dict(R, q2="import os\nos._exit(0)"), max=4, error="kernel"),
         "sys_exit": dict(answers=dict(R, q2="import sys\nsys.exit(3)"), max=4),
         "kill_parent": dict(answers=dict(R, q3="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)"), max=6),
@@ -187,7 +190,9 @@ def _build(course: Path, name: str, case: dict) -> None:
         if meta == "unlock" and md.get("grade") and not md.get("solution"):
             md["locked"] = False
             cell.source = "pass"
-    w.submit(course, name, nb)
+    folder = w.submit(course, name, nb)
+    for fname, text in case.get("files", {}).items():
+        (folder / fname).write_text(text)
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +264,9 @@ def test_attack(graded, name):
         assert len(html) == 2 and "MLBD_PWNED" in html[1]
         for text in html:
             assert not _LIVE_SCRIPT.search(text), _LIVE_SCRIPT.search(text).group(0)
+    if "files" in case:             # pages and scripts stay out of what the formgrader serves
+        kept = {Path(p).name for p, _ in texts if "/autograded/" in p}
+        assert "data.csv" in kept and not kept & {"evil.html", "pic.svg"}, kept
     if case.get("truncated"):     # the output was cut with a visible marker, not dropped
         assert any("mlbd: output truncated" in t for p, t in texts if "/autograded/" in p)
     if "error" in case:

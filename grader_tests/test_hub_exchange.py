@@ -89,11 +89,13 @@ def test_links_in_a_submission_are_not_followed(course):
             "os.mkdir(d)\nos.symlink(sys.argv[2], os.path.join(d, 'L01_quickcheck.ipynb'))\n"
             "os.symlink(sys.argv[3], os.path.join(d, 'course'))\nos.mkfifo(os.path.join(d, 'pipe'))\n"
             "open(os.path.join(d, 'notes.txt'), 'w').write('mine')\n"
+            "open(os.path.join(d, 'page.html'), 'w').write('<script>1</script>')\n"
             "open(os.path.join(d, 'timestamp.txt'), 'w').write('2026-01-01 00:00:00.000000 UTC')\n")
     run_as("hx_s2", code, course, str(course.exchange / course.course_id / "inbound"), str(source_nb), str(course.course_dir))
     proc = launcher.nbgrader_as_grader(course, "collect", "lecture01", "--update", check=False)
     out = proc.stderr + proc.stdout
     assert "a symbolic link is not followed" in out and "not a regular file" in out, out[-3000:]
+    assert "page.html: the formgrader would serve" in out
     got = course.course_dir / "submitted" / "hx_s2" / "lecture01"
     assert sorted(p.name for p in got.iterdir()) == ["notes.txt", "timestamp.txt"]
     assert (got / "notes.txt").read_text() == "mine"

@@ -13,6 +13,12 @@ from pathlib import Path
 import nbformat
 
 
+# Files a browser runs (pages, SVG, scripts). A student's copy must never reach autograded/: the
+# formgrader serves that folder from the hub's own address, where a script acts as the grader.
+ACTIVE_CONTENT = frozenset({".html", ".htm", ".xhtml", ".shtml", ".svg", ".svgz", ".xml", ".xsl", ".xslt",
+                            ".js", ".mjs", ".mht", ".mhtml"})
+
+
 class CourseError(RuntimeError):
     """A configuration problem the user must fix; the CLI prints it as one line."""
 

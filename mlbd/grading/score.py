@@ -23,6 +23,7 @@ from nbgrader.converters import Autograde
 from nbgrader.preprocessors import Execute
 from traitlets.utils.importstring import import_item
 
+from ..course import ACTIVE_CONTENT
 from . import integrity
 
 STAGING = ".mlbd/executed"     # relative to the course root; nbgrader's directory structure below it
@@ -97,7 +98,11 @@ def stage(course_root: Path, coursedir, sub, results: dict[str, dict]) -> dict[s
     if ts.is_file():
         shutil.copy(ts, dest / "timestamp.txt")
     for rel in nbg_utils.find_all_files(str(sub.path), list(coursedir.ignore) + ["*.ipynb", "timestamp.txt"]):
-        if os.path.islink(rel):
+        if os.path.islink(rel) or not os.path.isfile(rel):
+            continue
+        if Path(rel).suffix.lower() in ACTIVE_CONTENT:
+            sub.errors.append(f"{os.path.relpath(rel, sub.path)} was not copied for grading: the formgrader would "
+                              "serve it from the course's web address, where a page or script acts as the grader")
             continue
         target = dest / os.path.relpath(rel, sub.path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -131,8 +136,8 @@ def stage(course_root: Path, coursedir, sub, results: dict[str, dict]) -> dict[s
             if res.get("truncated"):
                 errors.append(f"{job.name}: output of {len(res['truncated'])} cell(s) truncated (size limit)")
             _stderr_to_display(nb)
-        if errors or flags:
-            nb.cells.insert(0, _notes_cell(errors, flags))
+        if errors or flags or sub.errors:
+            nb.cells.insert(0, _notes_cell(sub.errors + errors, flags))
         nbformat.write(nb, str(dest / f"{job.name}.ipynb"))
         verdict[job.name] = {"errors": errors, "flags": flags, "strong": strong}
     return verdict

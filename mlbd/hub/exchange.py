@@ -13,7 +13,8 @@ extension points (``c.ExchangeFactory.submit = "mlbd.hub.exchange.PrivateSubmit"
   nobody else (other students included) can, at any moment;
 * collect: only submissions whose directory belongs to the student they name are collected (stock
   nbgrader only warns), symbolic links, FIFOs and devices inside a submission are dropped, never
-  followed (the course account reads what it copies: a link would fetch ``source/``), and
+  followed (the course account reads what it copies: a link would fetch ``source/``), so are
+  pages and scripts (``.html``, ``.svg``, ``.js``…: the formgrader would serve them), and
   ``submitted/`` stays private to the course account;
 * every operation: the exchange root need only be traversable (stock nbgrader wants it
   world-writable).
@@ -31,6 +32,8 @@ import tempfile
 from nbgrader.exchange import default
 from nbgrader.utils import ignore_patterns
 
+from ..course import ACTIVE_CONTENT
+
 INBOUND_MODE = 0o3733   # setgid + sticky, rwx for the course account, wx for others
 SUBMISSION_DIR_MODE = 0o750
 SUBMISSION_FILE_MODE = 0o640
@@ -47,8 +50,9 @@ def copy_without_links(src: str, dest: str, max_bytes: int, log) -> None:
     """Copy a folder its owner may still be changing, never following a link out of it.
 
     Each entry is opened relative to its parent's descriptor with O_NOFOLLOW, so a file or folder
-    swapped for a link mid-copy is refused rather than followed. Links, FIFOs and devices are left
-    out with a warning; more than ``max_bytes`` in all raises, as nbgrader's size limit does."""
+    swapped for a link mid-copy is refused rather than followed. Links, FIFOs, devices and pages or
+    scripts a browser would run (``ACTIVE_CONTENT``) are left out with a warning; more than
+    ``max_bytes`` in all raises, as nbgrader's size limit does."""
     total = 0
 
     def copy_dir(dir_fd: int, shown: str, out: str) -> None:
@@ -56,6 +60,9 @@ def copy_without_links(src: str, dest: str, max_bytes: int, log) -> None:
         os.mkdir(out, 0o700)
         for entry in sorted(os.scandir(dir_fd), key=lambda e: e.name):
             path = os.path.join(shown, entry.name)
+            if os.path.splitext(entry.name)[1].lower() in ACTIVE_CONTENT:
+                log.warning("skipping %s: the formgrader would serve this page or script as the grader", path)
+                continue
             try:
                 fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
             except OSError as exc:
