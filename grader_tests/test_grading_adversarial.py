@@ -85,6 +85,14 @@ def _formgrader_view(course: Path, notebook: Path) -> str:
     return HTMLExporter(config=load_config(course)).from_filename(str(notebook))[0]
 
 
+def _with_surrogate(nb) -> str:
+    """JSON may spell a lone surrogate, which no UTF-8 file can hold once decoded."""
+    d = json.loads(nbformat.writes(nb))
+    (cell,) = [c for c in d["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "q1"]
+    cell["source"] = "".join(cell["source"]) + "\nlabel = '\ud800'"
+    return json.dumps(d)
+
+
 def cases(course: Path) -> dict[str, dict]:
     """name → {answers, extra: [(after_id, code)], raw, expect: 'flag'|'honest'|'either', max, error}"""
     hook = "get_ipython()"
@@ -163,6 +171,13 @@ def _spy(lines):
                                        max=10, min=10),
         "corrupt_json": dict(raw='{"cells": [{"cell_type": "code", "source": "x = ', max=0, error="not valid JSON"),
         "linked_to_source": dict(link=f"{course}/source/{w.ASSIGNMENT}/{w.NOTEBOOK}.ipynb", max=0, error="symbolic link"),
+        "deep_json": dict(raw='{"cells": [], "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}", max=0, error="nested too deeply"),
+        "utf16_file": dict(raw=lambda: nbformat.writes(w.answered(course, R)).encode("utf-16"), max=0, error="cannot be read"),
+        "notebook_v3": dict(raw=json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"cells": []}]}),
+                            max=0, error="not a notebook"),
+        "cells_not_objects": dict(raw=json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [1, "x", None]}),
+                                  max=0, error="malformed"),
+        "lone_surrogate": dict(raw=lambda: _with_surrogate(w.answered(course, R)), max=10, min=10, error="not valid Unicode"),
         "missing_notebook": dict(raw_name="other", raw=nbformat.writes(nbformat.v4.new_notebook()), max=0, error="missing"),
         "renamed_grade_id": dict(answers=R, meta="rename", expect="flag", max=10),
         "deleted_test_cell": dict(answers=dict(R, q5="def best_c(*a, **k):\n    return 10.0"), meta="delete", expect="flag", max=8),
@@ -175,8 +190,9 @@ def _build(course: Path, name: str, case: dict) -> None:
         folder = w.submit(course, name)
         (folder / f"{w.NOTEBOOK}.ipynb").symlink_to(case["link"])
         return
-    if "raw" in case:
-        w.submit(course, name, raw=case["raw"], name=case.get("raw_name", w.NOTEBOOK))
+    if "raw" in case:            # bytes or text as they are (a function: built once the course exists)
+        raw = case["raw"]() if callable(case["raw"]) else case["raw"]
+        w.submit(course, name, raw=raw, name=case.get("raw_name", w.NOTEBOOK))
         return
     nb = w.answered(course, case["answers"], case.get("extra"))
     meta = case.get("meta")

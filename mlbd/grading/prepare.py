@@ -83,8 +83,18 @@ def _read(path: Path) -> tuple[nbformat.NotebookNode | None, str]:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, f"the file is not valid JSON (truncated or corrupted): {exc.msg} at line {exc.lineno}, column {exc.colno}"
+    except RecursionError:
+        return None, "the file is not a notebook: its JSON is nested too deeply to read"
     if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
         return None, "the file is JSON but not a notebook (no list of cells)"
+    note = ""
+    try:
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON may spell lone surrogates (\ud800) that no UTF-8 file can hold: writing the graded
+        # notebook would fail after execution
+        text = json.dumps(raw, ensure_ascii=False).encode("utf-8", "replace").decode("utf-8")
+        note = "it held characters that are not valid Unicode (lone surrogates); each was replaced by '?'"
     try:
         nb = nbformat.reads(text, as_version=4)
         for cell in nb.cells:
@@ -95,7 +105,7 @@ def _read(path: Path) -> tuple[nbformat.NotebookNode | None, str]:
                 raise ValueError(f"unknown cell type {cell.get('cell_type')!r}")
     except Exception as exc:  # noqa: BLE001  (nbformat raises many kinds)
         return None, f"the notebook is malformed: {exc}"[:300]
-    return nb, ""
+    return nb, note
 
 
 def metadata_changes(nb, gb_cells: dict[str, dict]) -> list[str]:
@@ -186,7 +196,13 @@ def prepare(coursedir, cfg, gradebook_url: str, assignment: str, student: str, s
         resources = {"nbgrader": {"notebook": name, "assignment": assignment, "student": student,
                                   "db_url": gradebook_url}}
         nb_path = path / f"{name}.ipynb"
-        nb, why = (None, f"{name}.ipynb is missing from the submission") if not (nb_path.exists() or nb_path.is_symlink()) else _read(nb_path)
+        try:
+            nb, why = (None, f"{name}.ipynb is missing from the submission") if not (nb_path.exists() or nb_path.is_symlink()) \
+                else _read(nb_path)
+        except Exception as exc:  # noqa: BLE001  (whatever else a hostile file finds: blank, never a lost run)
+            nb, why = None, f"the file cannot be read: {type(exc).__name__}: {exc}"[:300]
+        if nb is not None and why:
+            job.errors.append(f"{name}.ipynb: {why}")
         if nb is not None:
             job.flags += [f"{name}: cell metadata edited: {c}" for c in metadata_changes(nb, gb_cells[name])]
             try:
