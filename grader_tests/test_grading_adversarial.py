@@ -181,6 +181,8 @@ def _spy(lines):
         "missing_notebook": dict(raw_name="other", raw=nbformat.writes(nbformat.v4.new_notebook()), max=0, error="missing"),
         "renamed_grade_id": dict(answers=R, meta="rename", expect="flag", max=10),
         "deleted_test_cell": dict(answers=dict(R, q5="def best_c(*a, **k):\n    return 10.0"), meta="delete", expect="flag", max=8),
+        "duplicated_test_cell": dict(answers=R, meta="duplicate", expect="flag", max=10, min=10),
+        "metadata_stripped": dict(answers=R, meta="strip", expect="flag", max=10, min=10),   # re-typed in another editor
         "unlocked_test_edit": dict(answers=WRONG, meta="unlock", max=2),
     }
 
@@ -203,6 +205,10 @@ def _build(course: Path, name: str, case: dict) -> None:
             md["points"] = 50
         if meta == "delete" and md.get("grade_id") == "t5":
             nb.cells.remove(cell)
+        if meta == "duplicate" and md.get("grade_id") == "t1":
+            nb.cells.insert(nb.cells.index(cell), nbformat.from_dict(json.loads(json.dumps(cell))))
+        if meta == "strip":
+            cell.metadata = nbformat.NotebookNode()
         if meta == "unlock" and md.get("grade") and not md.get("solution"):
             md["locked"] = False
             cell.source = "pass"

@@ -154,17 +154,55 @@ def _gradebook_cells(gb: Gradebook, notebook: str, assignment: str) -> dict[str,
     return cells
 
 
-def _sanitize(nb, resources, cfg) -> nbformat.NotebookNode:
-    for cls in (ClearOutput, DeduplicateIds, OverwriteKernelspec):
-        nb, resources = cls(config=cfg).preprocess(nb, resources)
-    ow = OverwriteCells(config=cfg)
-    if "add_missing_cells" not in cfg.get("OverwriteCells", {}):
-        ow.add_missing_cells = True      # deleted test cells come back instead of silently scoring nothing
-    nb, resources = ow.preprocess(nb, resources)
-    for cell in nb.cells:                # cells whose unknown grade_id nbgrader removed: no longer graded
+def _drop_empty_nbgrader(nb) -> None:
+    """Cells nbgrader stripped (a duplicate id, an unknown grade_id) are no longer graded."""
+    for cell in nb.cells:
         md = cell.metadata.get("nbgrader")
         if isinstance(md, dict) and "grade_id" not in md:
             del cell.metadata["nbgrader"]
+
+
+def _restore_missing(nb, resources, ow: OverwriteCells) -> None:
+    """Put back the graded and task cells a submission lacks, from the gradebook.
+
+    nbgrader's own ``add_missing_cells`` raises KeyError when the cell before a missing one is
+    missing too (a notebook re-typed in another editor, which drops all metadata), and then the
+    whole notebook would be graded blank. Here a missing cell goes after the nearest earlier cell
+    that is present, or at the end when none is: after the student's code, which it tests."""
+    info = resources["nbgrader"]
+    with Gradebook(info["db_url"]) as gb:
+        src = gb.find_notebook(info["notebook"], info["assignment"])
+        order = [c.name for c in src.source_cells]
+        sources = {c.name: c for c in src.source_cells}
+        solutions = {c.name for c in src.solution_cells}
+        wanted = {c.name: (float(c.max_score), False) for c in src.grade_cells}
+        wanted.update({c.name: (float(c.max_score), True) for c in src.task_cells})
+        def position() -> dict[str, int]:
+            return {c["metadata"]["nbgrader"]["grade_id"]: i for i, c in enumerate(nb.cells)
+                    if isinstance(c["metadata"].get("nbgrader"), dict) and "grade_id" in c["metadata"]["nbgrader"]}
+        for k, name in enumerate(order):
+            if name not in wanted or name in position():
+                continue
+            points, is_task = wanted[name]
+            cell = nbformat.from_dict(ow.missing_cell_transform(sources[name], points, is_solution=name in solutions,
+                                                                is_task=is_task))
+            here = position()
+            before = [here[n] for n in order[:k] if n in here]
+            nb.cells.insert(max(before) + 1 if before else len(nb.cells), cell)
+
+
+def _sanitize(nb, resources, cfg) -> nbformat.NotebookNode:
+    for cls in (ClearOutput, DeduplicateIds, OverwriteKernelspec):
+        nb, resources = cls(config=cfg).preprocess(nb, resources)
+    _drop_empty_nbgrader(nb)              # nbgrader's own later steps trip over an empty {} (KeyError)
+    ow = OverwriteCells(config=cfg)
+    # deleted test cells come back instead of silently scoring nothing, unless a course says otherwise
+    restore = cfg.get("OverwriteCells", {}).get("add_missing_cells", True)
+    ow.add_missing_cells = False
+    nb, resources = ow.preprocess(nb, resources)
+    if restore:
+        _restore_missing(nb, resources, ow)
+    _drop_empty_nbgrader(nb)
     nb, resources = CheckCellMetadata(config=cfg).preprocess(nb, resources)
     return nb
 
