@@ -165,6 +165,11 @@ def _spy(lines):
                           max=8, error=["kernel", "process limit", "longer than"]),
         "huge_output": dict(answers=dict(R, q1=R["q1"] + "\nprint('x' * 50_000_000)\nprint('y\\n' * 2_000_000)"), max=10, min=10,
                             truncated=True),
+        "display_update": dict(answers=R, extra=[("q1", "h = display('small', display_id=True)\nh.update('y' * 30_000_000)\n")],
+                               max=10, min=10, truncated=True),
+        "comm_flood": dict(answers=R, extra=[("q1", "from comm import create_comm\nfor i in range(100):\n"
+                                                    "    create_comm(target_name='jupyter.widget', data={'state': {'v': 'z' * 1_000_000}})\n")],
+                           max=10, min=10),
         "disk_fill": dict(answers=R, extra=[("q1", "try:\n    open('big.bin', 'wb').write(b'0' * 500 * 2**20)\nexcept OSError as e:\n    print('fsize', e)\n")], max=10),
         "stderr_warning_in_test": dict(answers=dict(R, q1="import warnings\ndef split(X, y):\n    warnings.warn('this API will change', FutureWarning)\n"
                                                           "    return train_test_split(X, y, test_size=0.25, random_state=0)"),

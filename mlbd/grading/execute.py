@@ -55,11 +55,33 @@ class GradingClient(NotebookClient):
     max_output_bytes_notebook = Integer(8_000_000).tag(config=True)
 
     def __init__(self, nb, **kw):
+        # Widget state is kept in the grader's memory and written into the notebook, unbounded, and
+        # nbclient's Output-widget emulation raises on a comm it does not expect (the whole notebook
+        # then failed): grading needs neither, so comms are ignored and outputs stay in their cells.
+        kw.setdefault("store_widget_state", False)
         super().__init__(nb, **kw)
+        self.comm_open_handlers = {}
         self.cell_bytes: dict[int, int] = {}
+        self.display_bytes: dict[str, int] = {}
         self.total_bytes = 0
         self.truncated: set[int] = set()
         self.on_cell_executed = self._record_error_reply
+
+    def _update_display_id(self, display_id, msg):
+        """``update_display_data`` replaces an output in place, past ``output()``: bound it too."""
+        cells = list(self._display_id_map.get(display_id, {}))
+        size = _size(msg.get("content", {}))
+        grown = size - self.display_bytes.get(display_id, 0)
+        if size > self.max_output_bytes_cell or self.total_bytes + grown > self.max_output_bytes_notebook:
+            limit = min(self.max_output_bytes_cell, self.max_output_bytes_notebook)
+            text = TRUNCATED.format(what="display update", limit=limit)
+            msg = copy.copy(msg)
+            msg["content"] = dict(msg.get("content", {}), data={"text/plain": text}, metadata={})
+            size, grown = len(text), len(text) - self.display_bytes.get(display_id, 0)
+            self.truncated.update(cells)
+        self.display_bytes[display_id] = size
+        self.total_bytes += grown
+        return super()._update_display_id(display_id, msg)
 
     def output(self, outs, msg, display_id, cell_index):
         content = msg.get("content", {})
