@@ -13,8 +13,14 @@ from rich.table import Table
 from .course import check_assignments, notebook_meta, notebooks
 
 
+def _console() -> Console:
+    """A terminal's width, or 120 columns when the output is a file or pipe (rich's 80 folds labels)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
 def _emit(table: Table, rows: list[dict], out: str | None) -> None:
-    Console().print(table)
+    _console().print(table)
     if out and rows:
         with open(out, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -125,7 +131,7 @@ def bench_grade(course_dir: Path, args) -> int:
     for r in rows:
         table.add_row(*(str(v) for v in r.values()))
     _emit(table, rows, args.out)
-    Console().print(f"speed-up, sandboxed vs stock nbgrader: {stock / boxed:.2f}x; "
+    _console().print(f"speed-up, sandboxed vs stock nbgrader: {stock / boxed:.2f}x; "
                     f"--sandbox none vs stock: {stock / bare:.2f}x; sandbox overhead: {100 * (boxed / bare - 1):+.1f}%; "
                     f"warm vs cold kernels: {cold / boxed:.2f}x")
     if len({r["total_points"] for r in rows if r["graded"] == "30"}) != 1:
