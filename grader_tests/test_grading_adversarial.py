@@ -170,6 +170,9 @@ def _spy(lines):
         "comm_flood": dict(answers=R, extra=[("q1", "from comm import create_comm\nfor i in range(100):\n"
                                                     "    create_comm(target_name='jupyter.widget', data={'state': {'v': 'z' * 1_000_000}})\n")],
                            max=10, min=10),
+        "garbled_messages": dict(answers=R, extra=[("q1", f"s = {hook}.kernel.session\ns.pack = lambda o: b'[' * 200_000\n"
+                                                          "print('boom', flush=True)\nimport time\ntime.sleep(0.5)\n")],
+                                 max=0, error="message the grader cannot read", not_flagged="rewritten"),
         "disk_fill": dict(answers=R, extra=[("q1", "try:\n    open('big.bin', 'wb').write(b'0' * 500 * 2**20)\nexcept OSError as e:\n    print('fsize', e)\n")], max=10),
         "stderr_warning_in_test": dict(answers=dict(R, q1="import warnings\ndef split(X, y):\n    warnings.warn('this API will change', FutureWarning)\n"
                                                           "    return train_test_split(X, y, test_size=0.25, random_state=0)"),
@@ -285,6 +288,8 @@ def test_attack(graded, name):
         assert row["score"] <= case["max"], f"{name} got {row['score']} > {case['max']}: {row}"
     if "min" in case:
         assert row["score"] >= case["min"], row
+    if "not_flagged" in case:       # cells the grader could not run are not the student rewriting messages
+        assert not [f for f in row["flags"] if case["not_flagged"] in f], row["flags"]
     if case.get("scripts"):         # rendered for the TA and the student, nothing runs
         (nb,) = (p for p, _ in texts if "/autograded/" in p and p.endswith(".ipynb"))
         html = [t for p, t in texts if p.endswith(".html")] + [_formgrader_view(course, Path(nb))]

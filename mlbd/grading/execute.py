@@ -179,10 +179,10 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
             nb.cells[j].outputs.append(error_output(ename, evalue))
 
     while pos < len(code):
-        died_at, why, km = None, "", None
+        died_at, why, km, started = None, "", None, False
         try:
             async with client.async_setup_kernel():
-                km = client.km
+                km, started = client.km, True
                 if pos:
                     saved = {j: copy.deepcopy(nb.cells[j]) for j in code[:pos]}
                     for j in code[:pos]:
@@ -224,9 +224,13 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
             break
         except DeadKernelError:
             died_at, why = code[pos], "died during replay"
-        except Exception as exc:  # noqa: BLE001  (kernel failed to start: sandbox or kernelspec)
-            msg = f"the kernel could not start: {type(exc).__name__}: {exc}"[:500]
-            abandon(pos, "KernelStartError", msg)
+        except Exception as exc:  # noqa: BLE001  (sandbox or kernelspec; or the kernel sent what cannot be read)
+            if started:
+                msg = (f"the kernel sent a message the grader cannot read ({type(exc).__name__}: {exc}"[:300]
+                       + "); this cell and the ones after it were not run")
+            else:
+                msg = f"the kernel could not start: {type(exc).__name__}: {exc}"[:500]
+            abandon(pos, "KernelProtocolError" if started else "KernelStartError", msg)
             notes.append(msg)
             break
         if km is not None:

@@ -154,11 +154,15 @@ def _probe_report(cell) -> dict | None:
     return None
 
 
-def _failed_with(cell) -> tuple[bool, str]:
+# Errors the grader itself writes into cells it could not run (execute.py): not the student's doing.
+GRADER_ERRORS = frozenset({"NotRun", "KernelStartError", "KernelProtocolError", "KernelDied", "WallClockLimit"})
+
+
+def _failed_with(cell) -> tuple[bool, str, str]:
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
-            return True, str(out.get("evalue", ""))
-    return False, ""
+            return True, str(out.get("evalue", "")), str(out.get("ename", ""))
+    return False, "", ""
 
 
 def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
@@ -178,8 +182,8 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
             continue
         if "canary" in meta:
             canaries += 1
-            failed, evalue = _failed_with(cell)
-            dead = "kernel" in evalue.lower() and ("died" in evalue or "killed" in evalue)
+            failed, evalue, ename = _failed_with(cell)
+            dead = ename in GRADER_ERRORS or "kernel" in evalue.lower() and ("died" in evalue or "killed" in evalue)
             if not failed:
                 passed += 1
             elif not dead and meta.get("kind") in (0, 1, 2, 3, 4) and meta["canary"] not in evalue \
