@@ -239,6 +239,23 @@ def test_plain_nbgrader_autograde_is_sandboxed(graded, tmp_path):
     assert "UID 65534" in text
 
 
+def test_plain_nbgrader_autograde_bounds_outputs(graded, tmp_path):
+    """One long line, a display swapped for 3 MB later, and widget comms: nbgrader's LimitOutput
+    counts lines, so only the sandbox's byte limits keep these out of autograded/."""
+    course, _ = graded
+    stock = clone(course, tmp_path / "course")
+    flood = ("print('x' * 3_000_000)\nh = display('small', display_id=True)\nh.update('y' * 3_000_000)\n"
+             "from comm import create_comm\ncreate_comm(target_name='jupyter.widget', data={'state': {}})\n")
+    w.submit(stock, "flood", w.answered(stock, w.RIGHT, [("q1", flood)]))
+    nbgrader(stock, "autograde", w.ASSIGNMENT, "--student", "flood")
+    path = stock / "autograded" / "flood" / w.ASSIGNMENT / f"{w.NOTEBOOK}.ipynb"
+    assert path.stat().st_size < 2_500_000
+    assert "mlbd: output truncated" in path.read_text()
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{stock / 'gradebook.db'}", "testcourse") as gb:
+        assert gb.find_submission(w.ASSIGNMENT, "flood").score == 10.0
+
+
 @pytest.fixture
 def request_cleanup():
     paths: list[Path] = []

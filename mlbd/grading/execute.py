@@ -24,96 +24,20 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from traitlets import Integer
 from traitlets.config import Config
 
 from .kernel import SandboxedKernelManager
+from .outputs import BoundedOutputs
 from .sandbox import Sandbox
-
-TRUNCATED = "\n[mlbd: output truncated: this {what} exceeded {limit} bytes]\n"
-
 
 def error_output(ename: str, evalue: str) -> nbformat.NotebookNode:
     return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
-def _size(content: dict) -> int:
-    n = 0
-    for key in ("text", "evalue", "ename"):
-        v = content.get(key)
-        if isinstance(v, str):
-            n += len(v)
-    for v in (content.get("data") or {}).values():
-        n += len(v) if isinstance(v, str) else len(str(v))
-    for line in content.get("traceback") or []:
-        n += len(line)
-    return n
-
-
-class GradingClient(NotebookClient):
-    max_output_bytes_cell = Integer(1_000_000).tag(config=True)
-    max_output_bytes_notebook = Integer(8_000_000).tag(config=True)
-
+class GradingClient(BoundedOutputs, NotebookClient):
     def __init__(self, nb, **kw):
-        # Widget state is kept in the grader's memory and written into the notebook, unbounded, and
-        # nbclient's Output-widget emulation raises on a comm it does not expect (the whole notebook
-        # then failed): grading needs neither, so comms are ignored and outputs stay in their cells.
-        kw.setdefault("store_widget_state", False)
         super().__init__(nb, **kw)
-        self.comm_open_handlers = {}
-        self.cell_bytes: dict[int, int] = {}
-        self.display_bytes: dict[str, int] = {}
-        self.total_bytes = 0
-        self.truncated: set[int] = set()
         self.on_cell_executed = self._record_error_reply
-
-    def _update_display_id(self, display_id, msg):
-        """``update_display_data`` replaces an output in place, past ``output()``: bound it too."""
-        cells = list(self._display_id_map.get(display_id, {}))
-        size = _size(msg.get("content", {}))
-        grown = size - self.display_bytes.get(display_id, 0)
-        if size > self.max_output_bytes_cell or self.total_bytes + grown > self.max_output_bytes_notebook:
-            limit = min(self.max_output_bytes_cell, self.max_output_bytes_notebook)
-            text = TRUNCATED.format(what="display update", limit=limit)
-            msg = copy.copy(msg)
-            msg["content"] = dict(msg.get("content", {}), data={"text/plain": text}, metadata={})
-            size, grown = len(text), len(text) - self.display_bytes.get(display_id, 0)
-            self.truncated.update(cells)
-        self.display_bytes[display_id] = size
-        self.total_bytes += grown
-        return super()._update_display_id(display_id, msg)
-
-    def output(self, outs, msg, display_id, cell_index):
-        content = msg.get("content", {})
-        size = _size(content)
-        used = self.cell_bytes.get(cell_index, 0)
-        cell_room = self.max_output_bytes_cell - used
-        nb_room = self.max_output_bytes_notebook - self.total_bytes
-        room = min(cell_room, nb_room)
-        if size > room:
-            what, limit = (("cell", self.max_output_bytes_cell) if cell_room <= nb_room
-                           else ("notebook", self.max_output_bytes_notebook))
-            if msg["msg_type"] == "stream" and room > 0:
-                msg = copy.copy(msg)
-                msg["content"] = dict(content, text=content.get("text", "")[:room])
-                size = room
-            elif msg["msg_type"] == "error":   # always keep the failure itself, shortened
-                msg = copy.copy(msg)
-                msg["content"] = dict(content, evalue=str(content.get("evalue", ""))[:2000], traceback=[])
-                size = len(msg["content"]["evalue"])
-            else:
-                size = 0
-            out = super().output(outs, msg, display_id, cell_index) if size else None
-            self.cell_bytes[cell_index] = used + size
-            self.total_bytes += size
-            if cell_index not in self.truncated:
-                self.truncated.add(cell_index)
-                outs.append(nbformat.v4.new_output("stream", name="stdout",
-                                                   text=TRUNCATED.format(what=what, limit=limit)))
-            return out
-        self.cell_bytes[cell_index] = used + size
-        self.total_bytes += size
-        return super().output(outs, msg, display_id, cell_index)
 
     def _record_error_reply(self, cell, cell_index, execute_reply):
         content = (execute_reply or {}).get("content", {})

@@ -32,6 +32,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Instance
 
 from . import cgroups, zygote
+from .outputs import BoundedOutputs
 from .sandbox import Sandbox, chown_tree, copy_inputs
 
 _warned: set[str] = set()
@@ -259,9 +260,13 @@ class SandboxedKernelManager(AsyncKernelManager):
             pass
 
 
-class SandboxedExecute(Execute):
-    """nbgrader's Execute preprocessor with kernels in the sandbox (for plain ``nbgrader autograde``)."""
+class SandboxedExecute(BoundedOutputs, Execute):
+    """nbgrader's Execute preprocessor with kernels in the sandbox and outputs bounded as in
+    ``mlbd grade`` (for plain ``nbgrader autograde`` and the formgrader's button)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
         super().__init__(*args, **kwargs)
+        box = Sandbox(config=self.config)
+        self.max_output_bytes_cell = box.max_output_bytes_cell
+        self.max_output_bytes_notebook = box.max_output_bytes_notebook
