@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def submission_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _read(path: Path) -> tuple[nbformat.NotebookNode | None, str]:
     # The grader reads as root or the course account: a link could fetch source/ or another student.
     if path.is_symlink():
@@ -88,13 +92,15 @@ def _read(path: Path) -> tuple[nbformat.NotebookNode | None, str]:
     if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
         return None, "the file is JSON but not a notebook (no list of cells)"
     note = ""
-    try:
-        json.dumps(raw, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
+    if SURROGATE_ESCAPE.search(text):
         # JSON may spell lone surrogates (\ud800) that no UTF-8 file can hold: writing the graded
-        # notebook would fail after execution
-        text = json.dumps(raw, ensure_ascii=False).encode("utf-8", "replace").decode("utf-8")
-        note = "it held characters that are not valid Unicode (lone surrogates); each was replaced by '?'"
+        # notebook would fail after execution. Pairs (an escaped emoji) are fine.
+        decoded = json.dumps(raw, ensure_ascii=False)
+        try:
+            decoded.encode("utf-8")
+        except UnicodeEncodeError:
+            text = decoded.encode("utf-8", "replace").decode("utf-8")
+            note = "it held characters that are not valid Unicode (lone surrogates); each was replaced by '?'"
     try:
         nb = nbformat.reads(text, as_version=4)
         for cell in nb.cells:
@@ -181,12 +187,12 @@ def _restore_missing(nb, resources, ow: OverwriteCells) -> None:
             return {c["metadata"]["nbgrader"]["grade_id"]: i for i, c in enumerate(nb.cells)
                     if isinstance(c["metadata"].get("nbgrader"), dict) and "grade_id" in c["metadata"]["nbgrader"]}
         for k, name in enumerate(order):
-            if name not in wanted or name in position():
+            here = position()
+            if name not in wanted or name in here:
                 continue
             points, is_task = wanted[name]
             cell = nbformat.from_dict(ow.missing_cell_transform(sources[name], points, is_solution=name in solutions,
                                                                 is_task=is_task))
-            here = position()
             before = [here[n] for n in order[:k] if n in here]
             nb.cells.insert(max(before) + 1 if before else len(nb.cells), cell)
 
