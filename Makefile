@@ -9,7 +9,7 @@ ASSIGNMENT ?= lecture01
 CHP_VERSION ?= 4.6.3
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps hub-deps test test-fast demo build lock clean hub hub-stop hub-restart
+.PHONY: install system-deps hub-deps test test-unit test-fast demo build lock clean hub hub-stop hub-restart
 
 # Debian packages the tests and the sandbox need (skipped when present or not root).
 system-deps:
@@ -36,6 +36,10 @@ HUB_TESTS := grader_tests/test_hub_exchange.py grader_tests/test_hub_restart.py 
 test: install hub-deps
 	$(PY) -m pytest -n auto --dist loadgroup $(PYTEST_ARGS) $(addprefix --ignore=,$(HUB_TESTS)) grader_tests
 	for t in $(HUB_TESTS); do $(PY) -m pytest $(PYTEST_ARGS) $$t || exit 1; done
+
+# The unit tier: no kernels, no hub, no browser; seconds.
+test-unit: install
+	$(PY) -m pytest -q -m unit $(PYTEST_ARGS) grader_tests
 
 # The fast tier: everything but TensorFlow courseworks, hub and browser tests.
 test-fast: install
