@@ -84,6 +84,13 @@ def cmd_report(args) -> int:
     return report(_course(args), args.assignment, fmt=args.format, plots=args.plots)
 
 
+def cmd_mutants(args) -> int:
+    from .mutants.session import main as mutants_main
+
+    return mutants_main(_course(args), args.assignments, function=args.function, jobs=args.jobs,
+                        size=args.sample, seed=args.seed, timeout=args.timeout, out=args.out)
+
+
 def cmd_hub(args) -> int:
     from .hub import launcher
 
@@ -151,6 +158,17 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--roster", help="roster CSV (default hub_config/roster.csv)")
     h.add_argument("--background", action="store_true", help="return once the hub answers")
     h.set_defaults(func=cmd_hub)
+
+    m = sub.add_parser("mutants", help="mutation testing: mutate each solution cell, run its tests, report survivors")
+    m.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
+    m.add_argument("--function", help="only this solution cell (grade id) or function name")
+    m.add_argument("--jobs", type=int, help="parallel warm kernels (default: number of cores)")
+    m.add_argument("--sample", type=int, metavar="N", help="a fixed sample of N mutants per assignment")
+    m.add_argument("--seed", type=int, default=0, help="the sample's seed")
+    m.add_argument("--timeout", type=int, default=60, help="seconds per cell before a mutant counts as killed")
+    m.add_argument("--out", help="write every result as JSON here")
+    m.add_argument("--course-dir")
+    m.set_defaults(func=cmd_mutants)
 
     d = sub.add_parser("demo", help="the whole cycle without a browser: release, 3 students submit, grade, feedback")
     d.add_argument("--assignment", default="lecture01")

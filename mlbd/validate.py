@@ -75,7 +75,7 @@ class Execution:
         return sum(self.max_scores.values())
 
 
-def _client(nb, workdir: Path, timeout: int) -> NotebookClient:
+def notebook_client(nb, workdir: Path, timeout: int) -> NotebookClient:
     return NotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3",
                           resources={"metadata": {"path": str(workdir)}})
 
@@ -88,7 +88,7 @@ def execute(path: Path, workdir: Path, timeout: int = 300) -> Execution:
     nb = nbformat.read(str(path), as_version=4)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    client = _client(nb, workdir, timeout)
+    client = notebook_client(nb, workdir, timeout)
     client.execute(env=kernel_env(), cwd=str(workdir))
     run = Execution(nb=nb, seconds=time.perf_counter() - start)
     for gid, info in graded_cells(nb).items():
@@ -160,7 +160,7 @@ def run_wrong_answers(path: Path, wrong: list[WrongAnswer], workdir: Path, timeo
             if gid not in cells:
                 raise KeyError(f"wrong answer at line {w.line}: no cell with grade_id {gid!r} in {path.name}")
     workdir.mkdir(parents=True, exist_ok=True)
-    client = _client(nb, workdir, timeout)
+    client = notebook_client(nb, workdir, timeout)
     results: dict[int, dict] = {}
     with client.setup_kernel(env=kernel_env(), cwd=str(workdir)):
         for i, cell in enumerate(nb.cells):

@@ -1,0 +1,1 @@
+"""Mutation testing of a course's hidden tests (`mlbd mutants`)."""
