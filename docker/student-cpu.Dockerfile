@@ -10,12 +10,17 @@ ENV USER=jovyan \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The course's whole pinned stack (requirements.lock: nbgrader, JupyterLab, scikit-learn,
-# tensorflow-cpu, …) and the mlbd package (data helpers the notebooks import).
+# What students use, at the lock's versions (-c: the lock constrains, it installs nothing by itself):
+# the Jupyter stack and nbgrader's Assignments panel, the libraries the notebooks import, and the
+# mlbd package (data helpers and checks the notebooks import) without its staff dependencies.
+# Not here: the grader's, the tests' and the hub's packages (pytest, Playwright, KubeSpawner,
+# otter-grader, Dask, copydetect, the authenticators).
 COPY requirements.lock /tmp/mlbd/requirements.lock
 COPY pyproject.toml README.md /tmp/mlbd/
 COPY mlbd /tmp/mlbd/mlbd
-RUN pip install -r /tmp/mlbd/requirements.lock \
+RUN pip install -c /tmp/mlbd/requirements.lock \
+      jupyterhub jupyterlab notebook nbgrader ipykernel \
+      numpy pandas scikit-learn matplotlib tensorflow-cpu keras tensorboard pooch \
  && pip install --no-deps /tmp/mlbd \
  # The exchange across pods (ngshare); it pins an old jupyter-core, hence --no-deps.
  && pip install --no-deps ngshare-exchange==0.5.3 \

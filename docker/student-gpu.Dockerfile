@@ -17,8 +17,11 @@ ENV USER=jovyan \
 COPY requirements.lock /tmp/mlbd/requirements.lock
 COPY pyproject.toml README.md /tmp/mlbd/
 COPY mlbd /tmp/mlbd/mlbd
+# The same student packages as the CPU image (see there), with the CUDA build of the lock's TensorFlow.
 RUN grep -v '^tensorflow-cpu==' /tmp/mlbd/requirements.lock > /tmp/mlbd/requirements-gpu.lock \
- && pip install -r /tmp/mlbd/requirements-gpu.lock "tensorflow[and-cuda]==2.21.0" \
+ && pip install -c /tmp/mlbd/requirements-gpu.lock \
+      jupyterhub jupyterlab notebook nbgrader ipykernel \
+      numpy pandas scikit-learn matplotlib "tensorflow[and-cuda]==2.21.0" keras tensorboard pooch \
  && pip install --no-deps /tmp/mlbd \
  && pip install --no-deps ngshare-exchange==0.5.3 \
  && jupyter labextension disable --level=sys_prefix @jupyter/nbgrader:create-assignment \

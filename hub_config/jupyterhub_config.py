@@ -45,10 +45,15 @@ c.JupyterHub.active_server_limit = 0
 # MLBD_HUB_AUTH picks the login: "shared-password" (demo accounts, default), "lti13" (an LMS such as
 # Canvas or Moodle launches the hub) or "oauth" (the institution's OpenID Connect / OAuth2 provider).
 # Either way only roster users get in (each needs a Unix account: list their LMS/IdP user names in
-# hub_config/roster.csv), and the groups come from the roster's roles.
+# hub_config/roster.csv), and the groups come from the roster's roles (lti13: from the LMS's roles claim).
 AUTH = os.environ.get("MLBD_HUB_AUTH", "shared-password")
 if AUTH == "lti13":
-    c.JupyterHub.authenticator_class = "ltiauthenticator.lti13.auth.LTI13Authenticator"
+    # mlbd.hub.lti: the launch's claim MLBD_LTI_USERNAME_KEY (email; sub = the LMS user id) must match
+    # the roster column MLBD_LTI_ROSTER_COLUMN (email; or e.g. lms_id); groups from the LTI roles claim
+    c.JupyterHub.authenticator_class = "mlbd.hub.lti.RosterLTI13Authenticator"
+    c.RosterLTI13Authenticator.roster = str(s.roster)
+    c.RosterLTI13Authenticator.roster_column = os.environ.get("MLBD_LTI_ROSTER_COLUMN", "email")
+    c.RosterLTI13Authenticator.course_contexts = set(filter(None, os.environ.get("MLBD_LTI_COURSE_CONTEXTS", "").split(",")))
     c.LTI13Authenticator.issuer = os.environ["MLBD_LTI_ISSUER"]                # e.g. https://canvas.instructure.com
     c.LTI13Authenticator.client_id = {os.environ["MLBD_LTI_CLIENT_ID"]}
     c.LTI13Authenticator.authorize_url = os.environ["MLBD_LTI_AUTHORIZE_URL"]  # the platform's OIDC auth endpoint
@@ -70,8 +75,8 @@ elif AUTH == "shared-password":
 else:
     raise ValueError(f"MLBD_HUB_AUTH={AUTH!r}: use shared-password, lti13 or oauth")
 c.Authenticator.allowed_users = {m.username for m in roster}
-c.Authenticator.manage_groups = False
-c.JupyterHub.load_groups = {name: {"users": users} for name, users in groups.items()}
+c.Authenticator.manage_groups = AUTH == "lti13"  # LTI 1.3: groups from the LMS's roles claim, at each launch
+c.JupyterHub.load_groups = {} if AUTH == "lti13" else {name: {"users": users} for name, users in groups.items()}
 
 # -- roles ---------------------------------------------------------------------------------------------
 c.JupyterHub.load_roles = [
@@ -126,3 +131,10 @@ c.JupyterHub.services = [
         "command": [python, "-m", "jupyterhub_idle_culler", f"--timeout={s.idle_timeout}", "--cull-every=300"],
     },
 ]
+
+# -- site overrides -----------------------------------------------------------------------------------
+# <state dir>/hub/jupyterhub_config_local.py (the root-only hub directory), when present, is read
+# last: e.g. smaller limits for a test hub (c.CourseSpawner.profiles, c.CourseSpawner.pids_limit).
+_local = s.hub_dir / "jupyterhub_config_local.py"
+if _local.is_file():
+    load_subconfig(str(_local))  # noqa: F821
