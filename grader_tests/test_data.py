@@ -120,6 +120,7 @@ def idx_server():
         "t10k-labels-idx1-ubyte.gz": _idx(rng.integers(0, 10, 12)),
     }
     served = dict(files)
+    once = {}     # name -> body served from the second request on
     hits = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -127,6 +128,8 @@ def idx_server():
             name = self.path.rsplit("/", 1)[-1]
             hits.append(name)
             body = served.get(name)
+            if name in once and name in hits[:-1]:
+                body = once[name]
             if body is None:
                 self.send_error(404)
                 return
@@ -143,7 +146,7 @@ def idx_server():
     thread.start()
     sums = {name: hashlib.md5(body).hexdigest() for name, body in files.items()}
     yield {"url": f"http://127.0.0.1:{server.server_address[1]}/", "sums": sums, "served": served,
-           "files": files, "hits": hits}
+           "files": files, "hits": hits, "once": once}
     server.shutdown()
 
 
@@ -166,8 +169,8 @@ def test_corrupted_download_is_rejected_and_not_cached(idx_server, tmp_path, mon
     body[-5] ^= 0xFF
     idx_server["served"][name] = bytes(body)
     with pytest.raises(data.DownloadError, match="checksum"):
-        data.fetch_mnist("test", base_url=idx_server["url"], checksums=idx_server["sums"], cache_dir=tmp_path)
-    assert not (tmp_path / "mnist" / name).exists()
+        data.fetch_mnist("test", base_url=idx_server["url"], checksums=idx_server["sums"], cache_dir=tmp_path, retries=0)
+    assert not list((tmp_path / "mnist").iterdir()), "nothing, not even a temporary file, is left in the cache"
 
 
 def test_truncated_download_is_rejected_and_not_cached(idx_server, tmp_path, monkeypatch):
@@ -178,8 +181,19 @@ def test_truncated_download_is_rejected_and_not_cached(idx_server, tmp_path, mon
     sums = dict(idx_server["sums"])
     sums[name] = hashlib.md5(full[: len(full) // 2]).hexdigest()  # even a matching sum must not save a bad file
     with pytest.raises(data.DownloadError):
-        data.fetch_mnist("test", base_url=idx_server["url"], checksums=sums, cache_dir=tmp_path)
-    assert not list(tmp_path.rglob("*.gz"))
+        data.fetch_mnist("test", base_url=idx_server["url"], checksums=sums, cache_dir=tmp_path, retries=0)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_a_failed_download_is_retried(idx_server, tmp_path, monkeypatch):
+    """The first response is corrupt, the retry gets the real file (pooch's retry_if_failed)."""
+    monkeypatch.delenv("MLBD_OFFLINE", raising=False)
+    name = "t10k-labels-idx1-ubyte.gz"
+    idx_server["served"][name] = b"\x1f\x8b garbage"
+    idx_server["once"][name] = idx_server["files"][name]
+    images, labels = data.fetch_mnist("test", base_url=idx_server["url"], checksums=idx_server["sums"],
+                                      cache_dir=tmp_path, retries=1)
+    assert labels.shape == (12,) and idx_server["hits"].count(name) == 2
 
 
 def test_tampered_cache_is_refetched(idx_server, tmp_path, monkeypatch):

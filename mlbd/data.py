@@ -4,19 +4,16 @@ Graded work must never touch the network, so every dataset the lecture notes dow
 offline substitute here (curriculum section 0.3). Every generator is a pure function of its seed:
 grading the same notebook twice must see the same data.
 
-The MNIST / Fashion-MNIST downloaders are real (IDX parsing, checksums, a cache under
-``MLBD_DATA_DIR``) for students who work with the full data outside grading; notebooks never call
-them, and ``MLBD_OFFLINE=1`` (set by the autograder) makes them refuse outright.
+The MNIST / Fashion-MNIST downloaders are real (pooch: a cache under ``MLBD_DATA_DIR``, MD5
+checksums, atomic writes, retries; IDX parsing here) for students who work with the full data
+outside grading; notebooks never call them, and ``MLBD_OFFLINE=1`` (set by the autograder) makes
+them refuse outright.
 """
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import struct
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -261,39 +258,33 @@ def data_dir() -> Path:
     return Path(os.environ.get("MLBD_DATA_DIR", Path.home() / ".cache" / "mlbd"))
 
 
-def _download(url: str, timeout: float) -> bytes:
+def _fetch_file(name: str, dataset: str, base_url: str, md5: str, cache: Path, timeout: float,
+                retries: int) -> bytes:
+    """One file through pooch: cached under ``cache/dataset``, re-downloaded when the cached copy's
+    checksum is wrong, streamed to a temporary file and moved into place only when the MD5 matches
+    (so the cache never holds a partial or corrupt file), retried ``retries`` times."""
+    import pooch
+    import requests
+
+    store = pooch.create(path=cache / dataset, base_url=base_url.rstrip("/") + "/",
+                         registry={name: f"md5:{md5}"}, retry_if_failed=retries)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            body = resp.read()
-            length = resp.headers.get("Content-Length")
-    except (urllib.error.URLError, OSError) as exc:
-        raise DownloadError(f"could not download {url}: {exc}") from None
-    if length is not None and int(length) != len(body):
-        raise DownloadError(f"truncated download of {url}: got {len(body)} of {length} bytes")
-    return body
-
-
-def _fetch_file(name: str, dataset: str, base_url: str, md5: str, cache: Path, timeout: float) -> bytes:
-    target = cache / dataset / name
-    if target.exists():
-        raw = target.read_bytes()
-        if hashlib.md5(raw).hexdigest() == md5:
-            return raw
-        target.unlink()  # a stale or tampered cache entry is re-fetched, never trusted
-    raw = _download(base_url.rstrip("/") + "/" + name, timeout)
-    digest = hashlib.md5(raw).hexdigest()
-    if digest != md5:
-        raise DownloadError(f"checksum mismatch for {name}: expected md5 {md5}, got {digest}; not cached")
-    read_idx(raw)  # a file that passes the checksum but does not parse is still refused
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-        tmp.write(raw)
-    os.replace(tmp.name, target)  # atomic: the cache never holds a partial file
+        path = Path(store.fetch(name, downloader=pooch.HTTPDownloader(timeout=timeout, progressbar=False)))
+    except ValueError as exc:       # pooch's hash mismatch
+        raise DownloadError(f"checksum mismatch for {name} (expected md5 {md5}): not cached; {exc}") from None
+    except (requests.exceptions.RequestException, OSError) as exc:
+        raise DownloadError(f"could not download {name} from {base_url}: {exc}") from None
+    raw = path.read_bytes()
+    try:
+        read_idx(raw)               # a file that passes the checksum but does not parse is still refused
+    except DownloadError:
+        path.unlink()
+        raise
     return raw
 
 
 def _fetch(dataset: str, split: str, base_url: str | None, checksums: dict | None,
-           cache_dir: Path | None, timeout: float) -> tuple[np.ndarray, np.ndarray]:
+           cache_dir: Path | None, timeout: float, retries: int) -> tuple[np.ndarray, np.ndarray]:
     if os.environ.get("MLBD_OFFLINE") == "1":
         raise DownloadError(f"{dataset}: downloads are disabled here (MLBD_OFFLINE=1); "
                             "graded work uses mlbd.data generators instead")
@@ -306,7 +297,7 @@ def _fetch(dataset: str, split: str, base_url: str | None, checksums: dict | Non
     arrays = []
     for part in ("images", "labels"):
         name = _FILES[(split, part)]
-        arrays.append(read_idx(_fetch_file(name, dataset, base_url, sums[name], cache, timeout)))
+        arrays.append(read_idx(_fetch_file(name, dataset, base_url, sums[name], cache, timeout, retries)))
     images, labels = arrays
     if len(images) != len(labels):
         raise DownloadError(f"{dataset} {split}: {len(images)} images but {len(labels)} labels")
@@ -314,12 +305,12 @@ def _fetch(dataset: str, split: str, base_url: str | None, checksums: dict | Non
 
 
 def fetch_mnist(split: str = "train", *, base_url: str | None = None, checksums: dict | None = None,
-                cache_dir: Path | None = None, timeout: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+                cache_dir: Path | None = None, timeout: float = 60.0, retries: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """MNIST digits ``(images uint8 (n,28,28), labels uint8 (n,))``, downloaded once and cached."""
-    return _fetch("mnist", split, base_url, checksums, cache_dir, timeout)
+    return _fetch("mnist", split, base_url, checksums, cache_dir, timeout, retries)
 
 
 def fetch_fashion_mnist(split: str = "train", *, base_url: str | None = None, checksums: dict | None = None,
-                        cache_dir: Path | None = None, timeout: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+                        cache_dir: Path | None = None, timeout: float = 60.0, retries: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST ``(images uint8 (n,28,28), labels uint8 (n,))``, downloaded once and cached."""
-    return _fetch("fashion_mnist", split, base_url, checksums, cache_dir, timeout)
+    return _fetch("fashion_mnist", split, base_url, checksums, cache_dir, timeout, retries)
