@@ -81,7 +81,20 @@ def cmd_grade(args) -> int:
 def cmd_report(args) -> int:
     from .report import report
 
+    if args.items:
+        from .items_report import write
+
+        for kind, path in write(_course(args), args.assignment, args.out).items():
+            print(f"{kind:5} {path}")
+        return 0
     return report(_course(args), args.assignment, fmt=args.format, plots=args.plots)
+
+
+def cmd_similarity(args) -> int:
+    from .similarity import run
+
+    return run(_course(args), args.assignment, source=args.source, archive=args.archive, out=args.out,
+               top=args.top)
 
 
 def cmd_mutants(args) -> int:
@@ -147,7 +160,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--course-dir")
     r.add_argument("--format", default="table", choices=["table", "csv", "json", "canvas"])
     r.add_argument("--plots", metavar="DIR", help="write per-question and total score histograms (PNG) here")
+    r.add_argument("--items", action="store_true",
+                   help="question statistics (difficulty, discrimination, weak visible tests, alpha, flags, times): HTML+CSV+JSON")
+    r.add_argument("--out", metavar="DIR", help="--items: output folder (default .mlbd/reports/ASSIGNMENT)")
     r.set_defaults(func=cmd_report)
+
+    si = sub.add_parser("similarity", help="flag similar solution cells between students (copydetect); never changes a grade")
+    si.add_argument("assignment")
+    si.add_argument("--course-dir")
+    si.add_argument("--source", choices=["submitted", "autograded"], default="submitted", help="where the students' notebooks are read")
+    si.add_argument("--archive", action="append", metavar="DIR",
+                    help="earlier cohorts: folders holding <student>/ASSIGNMENT/*.ipynb (repeatable)")
+    si.add_argument("--out", metavar="DIR", help="output folder (default .mlbd/reports/ASSIGNMENT)")
+    si.add_argument("--top", type=int, default=50, help="pairs shown side by side in the HTML report")
+    si.set_defaults(func=cmd_similarity)
 
     h = sub.add_parser("hub", help="the embedded JupyterHub: start (prepare + run), stop, restart (the hub only), status, release/grade/feedback ASSIGNMENT")
     h.add_argument("action", choices=["start", "stop", "restart", "status", "prepare", "release", "grade", "feedback"])

@@ -24,7 +24,7 @@ from nbgrader.preprocessors import Execute
 from traitlets.utils.importstring import import_item
 
 from ..course import ACTIVE_CONTENT
-from . import integrity
+from . import integrity, outcomes
 
 STAGING = ".mlbd/executed"     # relative to the course root; nbgrader's directory structure below it
 RESULTS = ".mlbd/results"
@@ -110,6 +110,7 @@ def stage(course_root: Path, coursedir, sub, results: dict[str, dict]) -> dict[s
     verdict: dict[str, dict] = {}
     for job in sub.notebooks:
         errors, flags, strong = list(job.errors), list(job.flags), job.strong
+        extra: dict = {}
         res = results.get(job.name)
         if job.notebook is None:
             verdict[job.name] = {"errors": errors, "flags": flags, "strong": strong}
@@ -136,10 +137,11 @@ def stage(course_root: Path, coursedir, sub, results: dict[str, dict]) -> dict[s
             if res.get("truncated"):
                 errors.append(f"{job.name}: output of {len(res['truncated'])} cell(s) truncated (size limit)")
             _stderr_to_display(nb)
+            extra = {"tests": outcomes.cell_outcomes(nb), "seconds": res.get("seconds")}   # for report --items
         if errors or flags or sub.errors:
             nb.cells.insert(0, _notes_cell(sub.errors + errors, flags))
         nbformat.write(nb, str(dest / f"{job.name}.ipynb"))
-        verdict[job.name] = {"errors": errors, "flags": flags, "strong": strong}
+        verdict[job.name] = {"errors": errors, "flags": flags, "strong": strong, **extra}
     return verdict
 
 
@@ -194,7 +196,9 @@ def write_record(course_root: Path, sub, verdict: dict[str, dict], summary: dict
     folder.mkdir(parents=True, exist_ok=True)
     record = {"student": sub.student, "assignment": sub.assignment, "digest": sub.digest,
               "errors": sub.errors + [e for v in verdict.values() for e in v["errors"]],
-              "flags": [f for v in verdict.values() for f in v["flags"]], **summary}
+              "flags": [f for v in verdict.values() for f in v["flags"]],
+              "tests": {f"{name}/{cell}": o for name, v in verdict.items() for cell, o in v.get("tests", {}).items()},
+              "execute_seconds": sum(v.get("seconds") or 0.0 for v in verdict.values()), **summary}
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     with os.fdopen(fd, "w") as fh:
         json.dump(record, fh, indent=1, sort_keys=True)
