@@ -99,3 +99,176 @@ def test_within_budget(assignment, instructor_runs):
         budget = notebook_meta(nb).get("budget_s", 60)
         # A generous guard against gross regressions; exact timings come from `mlbd bench content`.
         assert run.seconds < max(3 * budget, budget + 60), f"{nb.name} took {run.seconds:.1f} s, budget {budget} s"
+
+
+# --- What a student sees: written tasks have somewhere to write, graded cells say what they are and
+# --- what they are worth, visible tests say when they pass, intros say how to check. These read
+# --- notebooks only (no kernel).
+
+# An instruction that asks for words: an imperative verb opening a sentence or bullet, a sentence count,
+# "in your own words", or a "Why ...?" question. Lower-case verbs inside sentences ("see why scaling
+# matters" in a list of learning goals) do not count.
+ASKS_FOR_WORDS = re.compile(
+    r"(?:^|[.!?:]\s+|\*\*\s*|\n\s*(?:[*-]\s+)?)(?:Explain|Describe|Discuss|Interpret|Justify|Argue|Comment on|Compare)\b"
+    r"|\b[Ii]n (?:\d+|one|two|three|a few)(?:\s*[–-]\s*\d+)? sentences?\b|\(\d+\s*[–-]\s*\d+ sentences"
+    r"|\bin your own words\b|(?:^|[.!?:]\s+|\n\s*)Why\b[^.?!]*\?")
+# A heavy library: its modules (Keras 3 imports TensorFlow, so the two count as one) and their aliases.
+HEAVY_IMPORTS = {"TensorFlow": (("tensorflow", "keras"), ("tf", "keras")), "PyTorch": (("torch",), ("torch",))}
+
+
+def _cells(path):
+    return nbformat.read(str(path), as_version=4).cells
+
+
+def _instructions(cell) -> str:
+    """What a student reads in a markdown or task cell: rubrics and answers removed."""
+    return validate.MARK_SCHEME_RE.sub("", validate.SOLUTION_RE.sub("", cell.source))
+
+
+def _points(value) -> str:
+    return f"{float(value):g}"
+
+
+def unanswered_word_tasks(cells) -> list[str]:
+    """Instructions asking for words with no manually graded answer cell after them before the next
+    graded code cell (a locked task cell is no place to write)."""
+    problems = []
+    for i, cell in enumerate(cells):
+        if validate.kind_of(cell) not in {"markdown", "task"}:
+            continue
+        asked = ASKS_FOR_WORDS.search(_instructions(cell))
+        if not asked:
+            continue
+        answered = False
+        for later in cells[i + 1:]:
+            kind = validate.kind_of(later)
+            if kind == "answer":
+                answered = True
+            if kind in {"answer", "solution", "tests"}:
+                break
+        if not answered:
+            problems.append(f"cell {i} asks {asked.group(0).strip()!r} but no answer cell follows it")
+    return problems
+
+
+def _section(cells, i) -> range:
+    """Indices of the cells in the same section as cell i (between Markdown headings)."""
+    heading = lambda c: c.cell_type == "markdown" and c.source.lstrip().startswith("#")  # noqa: E731
+    start = max((j for j in range(i + 1) if heading(cells[j])), default=0)
+    end = next((j for j in range(i + 1, len(cells)) if heading(cells[j])), len(cells))
+    return range(start, end)
+
+
+def dangling_references(cells) -> list[str]:
+    """References that point at nothing: "the Markdown/answer cell below", "the task cell" as a place
+    to write (task cells are locked), "Exercise N", a coursework part such as "A2", "the cell above/below"."""
+    kinds = [validate.kind_of(c) for c in cells]
+    text = [_instructions(c) if k in {"markdown", "task", "answer"} else "" for c, k in zip(cells, kinds)]
+    exercises = {m for t in text for m in re.findall(r"^#+ Exercise (\d+)\b", t, re.M)}
+    parts = {m for t in text for m in re.findall(r"^#+ ([A-F][1-9])\b", t, re.M)}
+    problems = []
+    for i, t in enumerate(text):
+        for m in re.finditer(r"\b(?:[Mm]arkdown|answer) cell below\b", t):
+            if "answer" not in [kinds[j] for j in _section(cells, i) if j > i]:
+                problems.append(f"cell {i}: {m.group(0)!r} but no answer cell follows in this section")
+        for m in re.finditer(r"\b(?:answer|write|type)\b[^.]{0,40}\b(?:the|this) task cell\b", t):
+            problems.append(f"cell {i}: {m.group(0)!r}: task cells are locked, students cannot write in them")
+        if re.search(r"\b(?:cell|figure|output) below\b|\bnext cell\b", t) and i == len(cells) - 1:
+            problems.append(f"cell {i} refers to a cell below but is the last cell")
+        if re.search(r"\b(?:cell|figure|output) above\b", t) and "code" not in kinds[:i] and "scratch" not in kinds[:i]:
+            problems.append(f"cell {i} refers to a cell above but no code cell precedes it")
+        for n in re.findall(r"\bExercise (\d+)\b", t):
+            if n not in exercises:
+                problems.append(f"cell {i} refers to Exercise {n}, which has no heading")
+        if parts:
+            for p in re.findall(r"(?<![\w`'\"])([A-F][1-9])(?![\w`'\"])", t):
+                if p not in parts:
+                    problems.append(f"cell {i} refers to part {p}, which has no heading")
+    return problems
+
+
+def unlabelled_graded_cells(cells) -> list[str]:
+    """Graded cells of a release notebook that do not say what they are and what they are worth:
+    hidden-test cells '# hidden tests, N points: <what>', visible tests '# tests, N points',
+    manual cells '(N points, graded by a TA)'."""
+    problems = []
+    for i, cell in enumerate(cells):
+        kind = validate.kind_of(cell)
+        if kind not in {"tests", "answer", "task"}:
+            continue
+        points = _points(cell.metadata["nbgrader"]["points"])
+        first = cell.source.split("\n", 1)[0]
+        if kind == "tests":
+            hidden_only = not [line for line in cell.source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+            label = re.match(r"# (hidden tests|tests), (\d+(?:\.\d+)?) points?\b(:\s*\S)?", first)
+            want = "hidden tests" if hidden_only else "tests"
+            if not label or label.group(1) != want or _points(label.group(2)) != points or (hidden_only and not label.group(3)):
+                problems.append(f"cell {i}: first line {first!r} should be '# {want}, {points} points"
+                                + (": <what they check>'" if hidden_only else "'"))
+        else:
+            found = re.search(r"\((\d+(?:\.\d+)?) points?, graded by a TA\)", cell.source)
+            if not found or _points(found.group(1)) != points:
+                problems.append(f"cell {i} ({kind}) should say '({points} points, graded by a TA)'")
+    return problems
+
+
+def silent_visible_tests(cells) -> list[str]:
+    """Release test cells with visible asserts whose last line does not print that they passed."""
+    problems = []
+    for i, cell in enumerate(cells):
+        if validate.kind_of(cell) != "tests":
+            continue
+        code = [line for line in cell.source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if code and not re.match(r"passed\(", code[-1]):
+            problems.append(f"cell {i}: visible tests end with {code[-1]!r}, not passed(...)")
+    return problems
+
+
+def unused_heavy_imports(cells) -> list[str]:
+    """TensorFlow/Keras/PyTorch imported although no graded cell (solution or tests) uses it:
+    the import costs every kernel seconds and memory."""
+    graded = "\n".join(c.source for c in cells if validate.kind_of(c) in {"solution", "tests"})
+    problems = []
+    for library, (modules, aliases) in HEAVY_IMPORTS.items():
+        imported = any(re.search(rf"^\s*(?:import|from) (?:{'|'.join(modules)})\b", c.source, re.M)
+                       for c in cells if c.cell_type == "code")
+        if imported and not re.search(rf"\b(?:{'|'.join(aliases)})\.", graded):
+            problems.append(f"imports {library} but no solution or test cell uses it")
+    return problems
+
+
+@pytest.mark.unit
+def test_written_tasks_have_answer_cells(assignment):
+    for nb in source_notebooks(assignment):
+        assert unanswered_word_tasks(_cells(nb)) == [], nb.name
+
+
+@pytest.mark.unit
+def test_cross_references_point_at_something(assignment):
+    for nb in source_notebooks(assignment):
+        assert dangling_references(_cells(nb)) == [], nb.name
+
+
+@pytest.mark.unit
+def test_graded_cells_say_what_they_are_worth(assignment):
+    for nb in source_notebooks(assignment):
+        assert unlabelled_graded_cells(_cells(release_path(nb))) == [], release_path(nb)
+
+
+@pytest.mark.unit
+def test_visible_tests_say_when_they_pass(assignment):
+    for nb in source_notebooks(assignment):
+        assert silent_visible_tests(_cells(release_path(nb))) == [], release_path(nb)
+
+
+@pytest.mark.unit
+def test_intro_says_how_to_check(assignment):
+    for nb in source_notebooks(assignment):
+        intro = next(c for c in _cells(release_path(nb)) if c.cell_type == "markdown").source
+        assert "Validate" in intro and "Run All" in intro, f"{nb.name}: the intro must say how to check (Validate, Run All)"
+
+
+@pytest.mark.unit
+def test_no_unused_heavy_imports(assignment):
+    for nb in source_notebooks(assignment):
+        assert unused_heavy_imports(_cells(nb)) == [], nb.name
