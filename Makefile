@@ -32,7 +32,7 @@ install: system-deps $(STAMP)
 
 # The hub and browser tests run last, one module at a time, with the machine to themselves: a real
 # hub spawning servers competes badly with TensorFlow notebooks on 2 cores.
-HUB_TESTS := grader_tests/test_hub_exchange.py grader_tests/test_hub_restart.py grader_tests/test_hub.py
+HUB_TESTS := grader_tests/test_hub_exchange.py grader_tests/test_hub_restart.py grader_tests/test_hub.py grader_tests/test_hub_roles.py
 test: install hub-deps
 	$(PY) -m pytest -n auto --dist loadgroup $(PYTEST_ARGS) $(addprefix --ignore=,$(HUB_TESTS)) grader_tests
 	for t in $(HUB_TESTS); do $(PY) -m pytest $(PYTEST_ARGS) $$t || exit 1; done
@@ -45,8 +45,8 @@ test-unit: install
 test-fast: install
 	$(PY) -m pytest -n auto --dist loadgroup -m "not slow" $(PYTEST_ARGS) grader_tests
 
-# The embedded JupyterHub on http://127.0.0.1:8000 (accounts from hub_config/roster.csv, password
-# $MLBD_DEMO_PASSWORD, default mlbd-demo). Ctrl-C or `make hub-stop` stops everything it started.
+# The embedded JupyterHub on http://127.0.0.1:8000 (accounts from hub_config/roster.csv, each with its
+# own password: the first ones are in .hub/hub/initial-passwords.csv, root only). Ctrl-C or `make hub-stop` stops everything it started.
 # configurable-http-proxy from npm: the hub needs it, and so do the hub and browser tests.
 hub-deps:
 	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }

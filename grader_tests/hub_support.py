@@ -1,6 +1,7 @@
 """Helpers for the hub tests: a throw-away hub state dir with its own Unix accounts and ports."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -12,11 +13,11 @@ import tempfile
 from pathlib import Path
 
 from mlbd.hub import accounts
+from mlbd.hub.client import HubUser
 from mlbd.hub.launcher import as_user
 from mlbd.hub.settings import HubSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "hub-test-password"
 
 
 def free_port() -> int:
@@ -39,8 +40,35 @@ def make_settings(prefix: str, students: int = 3) -> HubSettings:
             w.writerow([f"{prefix}_s{i}", "student", "S", str(i), ""])
     return HubSettings(repo=str(ROOT), state_dir=str(state), roster=str(roster), course_id=prefix,
                        port=free_port(), hub_port=free_port(), proxy_api_port=free_port(),
-                       formgrader_port=free_port(), password=PASSWORD, venv_bin=str(Path(sys.executable).parent),
+                       formgrader_port=free_port(), venv_bin=str(Path(sys.executable).parent),
                        home_base=str(state / "home"))
+
+
+def password_for(s: HubSettings, user: str) -> str:
+    """The password `mlbd hub prepare` gave ``user`` (from the hub's root-only record)."""
+    return accounts.read_passwords(s.passwords)[user]
+
+
+def login(s: HubSettings, user: str, timeout: float = 120) -> HubUser:
+    """``user`` logged in through the hub's login form with their own password."""
+    u = HubUser(s.url, user, timeout=timeout)
+    u.login(password_for(s, user))
+    return u
+
+
+@contextlib.contextmanager
+def running_hub(prefix: str, students: int = 2, timeout: float = 180):
+    """A prepared and started hub on its own accounts and ports; stopped and removed afterwards."""
+    from mlbd.hub import launcher
+
+    s = make_settings(prefix, students=students)
+    try:
+        launcher.prepare(s)
+        launcher.start(s, background=True, timeout=timeout)
+        yield s
+    finally:
+        launcher.stop(s)
+        cleanup(s)
 
 
 def cleanup(s: HubSettings) -> None:

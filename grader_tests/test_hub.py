@@ -20,7 +20,7 @@ import pytest
 from mlbd.hub import launcher
 from mlbd.hub.client import HubUser
 
-from hub_support import PASSWORD, cleanup, make_settings, probe, run_as
+from hub_support import cleanup, login as hub_login, make_settings, password_for, probe, run_as
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hub"),
               pytest.mark.skipif(os.geteuid() != 0, reason="creates Unix accounts: run as root"),
@@ -51,9 +51,7 @@ def hub():
 
 
 def user(s, name) -> HubUser:
-    u = HubUser(s.url, name, timeout=120)
-    u.login(PASSWORD)
-    return u
+    return hub_login(s, name)
 
 
 def answered(nb: dict, mode: str) -> dict:
@@ -134,7 +132,7 @@ class Shots:
 def login(page, s, name: str) -> None:
     page.goto(f"{s.url}/hub/login")
     page.fill("#username_input", name)
-    page.fill("#password_input", PASSWORD)
+    page.fill("#password_input", password_for(s, name))
     page.click("#login_submit")
 
 

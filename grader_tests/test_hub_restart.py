@@ -23,7 +23,7 @@ from mlbd import procfs
 from mlbd.hub import launcher
 from mlbd.hub.client import HubUser
 
-from hub_support import PASSWORD, cleanup, make_settings
+from hub_support import login, running_hub
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hub"),
               pytest.mark.skipif(os.geteuid() != 0, reason="creates Unix accounts: run as root"),
@@ -34,22 +34,15 @@ STUDENT = "hr_s1"
 
 
 def mlbd_hub(s, *args: str) -> subprocess.CompletedProcess:
-    """The documented command, as an operator types it (the password comes from the environment)."""
-    env = dict(os.environ, MLBD_DEMO_PASSWORD=PASSWORD)
+    """The documented command, as an operator types it."""
     return subprocess.run([sys.executable, "-m", "mlbd.cli", "hub", *args, "--state-dir", s.state_dir],
-                          cwd=s.repo, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=s.repo, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def hub():
-    s = make_settings("hr", students=2)
-    try:
-        launcher.prepare(s)
-        launcher.start(s, background=True, timeout=180)
+    with running_hub("hr", students=2) as s:
         yield s
-    finally:
-        launcher.stop(s)
-        cleanup(s)
 
 
 def submissions(s, student: str) -> list[str]:
@@ -69,8 +62,7 @@ def alive(pid: int) -> bool:
 
 
 def test_restart_keeps_servers_and_submissions(hub):
-    u = HubUser(hub.url, STUDENT, timeout=120)
-    u.login(PASSWORD)
+    u = login(hub, STUDENT)
     u.spawn("cpu", timeout=240)
     (server,) = launcher.server_pids(hub)
     assert os.stat(f"/proc/{server}").st_uid == pwd.getpwnam(STUDENT).pw_uid
@@ -126,8 +118,7 @@ def test_restart_keeps_servers_and_submissions(hub):
     assert (got / "timestamp.txt").read_text().strip() == after[-1].split("+")[2]
 
     # a student who had no server before the restart logs in and spawns on the new hub
-    u2 = HubUser(hub.url, "hr_s2", timeout=120)
-    u2.login(PASSWORD)
+    u2 = login(hub, "hr_s2")
     u2.spawn("cpu", timeout=240)
     assert len(launcher.server_pids(hub)) == 2
     # each server got its own port, outside the ephemeral range (mlbd.hub.spawner.CourseSpawner.pick_port)

@@ -2,15 +2,15 @@
 `mlbd hub start`, which prepare accounts, the course copy and the exchange, and point
 ``MLBD_HUB_SETTINGS`` at the settings this file reads (mlbd/hub/settings.py).
 
-SQLite, configurable-http-proxy, one Unix account per user (LocalProcessSpawner), the shared
-password for the demo accounts, groups from the roster, the formgrader as a service run by the
+SQLite, configurable-http-proxy, one Unix account per user (LocalProcessSpawner), PAM logins with
+each account's own password (generated at first start), groups from the roster, the formgrader as a service run by the
 course account (instructors and TAs only), and the idle culler. For a real institution, replace
 the authenticator (see README, "Logging in for real"); everything else stays.
 """
 import os
 import sys
 
-from mlbd.hub import accounts, profiles
+from mlbd.hub import accounts, formgrader_service, profiles
 from mlbd.hub.settings import HubSettings
 
 c = get_config()  # noqa: F821
@@ -42,11 +42,13 @@ c.JupyterHub.concurrent_spawn_limit = 100
 c.JupyterHub.active_server_limit = 0
 
 # -- who logs in ------------------------------------------------------------------------------------
-# MLBD_HUB_AUTH picks the login: "shared-password" (demo accounts, default), "lti13" (an LMS such as
-# Canvas or Moodle launches the hub) or "oauth" (the institution's OpenID Connect / OAuth2 provider).
+# MLBD_HUB_AUTH picks the login: "pam" (default: the roster's Unix accounts, each with its own password;
+# `mlbd hub start` gives accounts without one a random password, listed once in the root-only
+# .hub/hub/initial-passwords.csv), "lti13" (an LMS such as Canvas or Moodle launches the hub) or
+# "oauth" (the institution's OpenID Connect / OAuth2 provider).
 # Either way only roster users get in (each needs a Unix account: list their LMS/IdP user names in
 # hub_config/roster.csv), and the groups come from the roster's roles (lti13: from the LMS's roles claim).
-AUTH = os.environ.get("MLBD_HUB_AUTH", "shared-password")
+AUTH = os.environ.get("MLBD_HUB_AUTH", "pam")
 if AUTH == "lti13":
     # mlbd.hub.lti: the launch's claim MLBD_LTI_USERNAME_KEY (email; sub = the LMS user id) must match
     # the roster column MLBD_LTI_ROSTER_COLUMN (email; or e.g. lms_id); groups from the LTI roles claim
@@ -69,19 +71,25 @@ elif AUTH == "oauth":
     c.GenericOAuthenticator.userdata_url = os.environ["MLBD_OAUTH_USERDATA_URL"]
     c.GenericOAuthenticator.username_claim = os.environ.get("MLBD_OAUTH_USERNAME_CLAIM", "preferred_username")
     c.GenericOAuthenticator.scope = ["openid", "profile", "email"]
-elif AUTH == "shared-password":
-    c.JupyterHub.authenticator_class = "shared-password"
-    c.SharedPasswordAuthenticator.user_password = s.password
+elif AUTH == "pam":
+    c.JupyterHub.authenticator_class = "pam"  # pam_unix through the "login" service: /etc/shadow's hashes
 else:
-    raise ValueError(f"MLBD_HUB_AUTH={AUTH!r}: use shared-password, lti13 or oauth")
+    raise ValueError(f"MLBD_HUB_AUTH={AUTH!r}: use pam, lti13 or oauth")
 c.Authenticator.allowed_users = {m.username for m in roster}
 c.Authenticator.manage_groups = AUTH == "lti13"  # LTI 1.3: groups from the LMS's roles claim, at each launch
 c.JupyterHub.load_groups = {} if AUTH == "lti13" else {name: {"users": users} for name, users in groups.items()}
 
 # -- roles ---------------------------------------------------------------------------------------------
+# TAs reach the formgrader's grading pages only; instructors also hold custom:formgrader:full, the
+# course account's whole server (kernels, terminals, files, release/autograde). The service checks
+# it on every request (mlbd.hub.formgrader_service).
+c.JupyterHub.custom_scopes = {formgrader_service.FULL_ACCESS_SCOPE: {
+    "description": "use the formgrader service's whole server (the course account's files, kernels, terminals)"}}
 c.JupyterHub.load_roles = [
     {"name": "formgrader-access", "description": "reach the course formgrader",
      "scopes": ["access:services!service=formgrader"], "groups": ["instructors", "tas"]},
+    {"name": "formgrader-full", "description": "the formgrader server beyond grading",
+     "scopes": [formgrader_service.FULL_ACCESS_SCOPE], "groups": ["instructors"]},
     {"name": "course-instructor", "description": "see users, start and stop students' servers",
      "scopes": ["admin-ui", "list:users", "read:users", "list:groups", "read:groups", "read:servers",
                 "admin:servers!group=students"],
@@ -112,11 +120,13 @@ c.JupyterHub.services = [
         "url": f"http://127.0.0.1:{s.formgrader_port}",
         "user": grader,
         "cwd": str(s.course_dir),
-        "command": [os.path.join(bin_dir, "jupyterhub-singleuser"), f"--ServerApp.root_dir={s.course_dir}"],
+        "command": [python, "-P", "-m", "mlbd.hub.formgrader_service", f"--ServerApp.root_dir={s.course_dir}"],
+        "oauth_client_allowed_scopes": [formgrader_service.FULL_ACCESS_SCOPE],  # in instructors' tokens only
         "environment": {
             "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
             "JUPYTER_CONFIG_PATH": str(s.etc / "grader"),
             "JUPYTERHUB_DEFAULT_URL": "/formgrader",
+            "JUPYTERHUB_DISABLE_USER_CONFIG": "1",  # no ~/.jupyter config of the course account
             "MLBD_EXCHANGE": str(s.exchange),
             "MLBD_COURSE_ID": s.course_id,
             "MLBD_DB_URL": f"sqlite:///{s.course_dir / 'gradebook.db'}",

@@ -74,7 +74,7 @@ def cmd_grade(args) -> int:
     from .grading.pipeline import grade
 
     grade(_course(args), args.assignment, students=args.student or None, jobs=args.jobs,
-          executor=args.executor, force=args.force, sandbox=args.sandbox)
+          executor=args.executor, force=args.force, sandbox=args.sandbox, config_file=args.config)
     return 0
 
 
@@ -153,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--executor", default="local", help="local (process pool), dask (LocalCluster) or tcp://HOST:PORT")
     g.add_argument("--force", action="store_true", help="regrade submissions that are already graded")
     g.add_argument("--sandbox", choices=["bwrap", "none"], help="none: no sandbox (development only)")
+    g.add_argument("--config", help="settings from this nbgrader_config.py, not the course's own (mlbd hub grade: a root-owned copy)")
     g.set_defaults(func=cmd_grade)
 
     r = sub.add_parser("report", help="grades of an assignment: table, csv (nbgrader export), json, canvas, plots")

@@ -14,6 +14,7 @@ import grp
 import os
 import pwd
 import re
+import secrets
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,8 @@ def user_exists(name: str) -> bool:
 
 
 def ensure_user(name: str, home: Path | None = None, comment: str = "") -> pwd.struct_passwd:
-    """Create the Unix account ``name`` unless it exists (no password: it logs in through the hub only).
+    """Create the Unix account ``name`` unless it exists (locked: ``ensure_passwords`` gives roster
+    members theirs; the course account never gets one).
 
     Its home is created 0700 (Debian's ``useradd -m`` makes it 0755); an existing account keeps its
     uid and home.
@@ -136,6 +138,50 @@ def ensure_accounts(members: list[Member], course_id: str, home_base: Path | Non
     grader = course_account(course_id)
     out[grader] = ensure_user(grader, home_base / grader if home_base else None, f"course account {course_id}")
     return out
+
+
+def _usable_passwords() -> set[str]:
+    """Accounts whose /etc/shadow entry holds a password hash (not empty, not locked with ! or *)."""
+    out = set()
+    with open("/etc/shadow") as fh:
+        for line in fh:
+            name, _, rest = line.partition(":")
+            pw_hash = rest.split(":", 1)[0]
+            if pw_hash and pw_hash[0] not in "!*":
+                out.add(name)
+    return out
+
+
+def ensure_passwords(names: list[str], record: Path) -> list[str]:
+    """Give every account in ``names`` that has no usable password a random one of its own.
+
+    The system keeps only its hash (``chpasswd``); the clear text is appended once to ``record``
+    (root only, 0600), for the instructor to hand out. Accounts with a password keep it, so a
+    later start changes nothing. Returns the names that got a password now.
+    """
+    with _accounts_lock():
+        todo = [n for n in names if n not in _usable_passwords()]
+        if not todo:
+            return []
+        new = {n: secrets.token_urlsafe(12) for n in todo}
+        fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as fh:
+            os.fchown(fh.fileno(), 0, 0)
+            os.fchmod(fh.fileno(), 0o600)
+            if fh.tell() == 0:
+                fh.write("username,password\n")
+            fh.writelines(f"{n},{pw}\n" for n, pw in new.items())
+        proc = subprocess.run(["chpasswd"], input="".join(f"{n}:{pw}\n" for n, pw in new.items()),
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CourseError(f"chpasswd failed: {proc.stderr.strip()}")
+    return todo
+
+
+def read_passwords(record: Path) -> dict[str, str]:
+    """username -> password from a record written by ``ensure_passwords`` (the latest line wins)."""
+    with open(record, newline="") as fh:
+        return {row["username"]: row["password"] for row in csv.DictReader(fh)}
 
 
 def delete_user(name: str) -> None:

@@ -26,9 +26,6 @@ from . import accounts, launcher
 from .client import HubUser
 from .settings import HubSettings
 
-PASSWORD = "bench-password-hub"
-
-
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,7 +43,7 @@ def _settings(repo: Path, users: int) -> HubSettings:
             w.writerow([f"hb{i:03d}", "student", "Bench", str(i), ""])
     return HubSettings(repo=str(repo), state_dir=str(state), roster=str(roster), course_id="hb",
                        port=_port(), hub_port=_port(), proxy_api_port=_port(), formgrader_port=_port(),
-                       password=PASSWORD, venv_bin=str(Path(sys.executable).parent), home_base=str(state / "home"))
+                       venv_bin=str(Path(sys.executable).parent), home_base=str(state / "home"))
 
 
 def _memory(user: str) -> tuple[float, float] | None:
@@ -68,11 +65,11 @@ def _memory(user: str) -> tuple[float, float] | None:
     return None
 
 
-def _student(s: HubSettings, name: str) -> dict:
+def _student(s: HubSettings, name: str, password: str) -> dict:
     out = {"user": name, "spawn_s": None, "ok": False, "error": ""}
     try:
         u = HubUser(s.url, name, timeout=300)
-        u.login(PASSWORD)
+        u.login(password)
         out["spawn_s"] = u.spawn("cpu", timeout=600)
         u.assignment_action("fetch", "lecture01", s.course_id)
         u.assignment_action("submit", "lecture01", s.course_id)
@@ -106,9 +103,10 @@ def run_hub_bench(repo: Path, users: int, out: str | None = None, keep: bool = F
         t1 = time.monotonic()
         proc = launcher.start(s, background=True, timeout=300)
         start_s = time.monotonic() - t1
+        passwords = accounts.read_passwords(s.passwords)
         t2 = time.monotonic()
         with ThreadPoolExecutor(max_workers=users) as pool:
-            results = list(pool.map(lambda n: _student(s, n), [f"hb{i:03d}" for i in range(1, users + 1)]))
+            results = list(pool.map(lambda n: _student(s, n, passwords[n]), [f"hb{i:03d}" for i in range(1, users + 1)]))
         wall = time.monotonic() - t2
         time.sleep(5)  # let the servers settle to idle
         mem = [m for m in (_memory(r["user"]) for r in results if r["ok"]) if m]

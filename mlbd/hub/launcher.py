@@ -4,7 +4,8 @@
 repository (gradebook, submissions and feedback are kept), an assignment already in the exchange is
 not released again. Layout under the state dir (see HubSettings):
 
-    hub/       0700 root        SQLite, cookie secret, pid files, settings.json, log
+    hub/       0700 root        SQLite, cookie secret, pid files, settings.json, log, initial-passwords.csv,
+                                nbgrader_config.py (the grading settings `mlbd hub grade` reads)
     course/    0700 course acct  nbgrader_config.py, source/, release/, gradebook.db, submitted/ …
     exchange/  0755 root        <course>/outbound 0755, inbound 3733 (mlbd.hub.exchange), feedback 0711
     etc/       0755 root        Jupyter config dirs: student/ (no instructor extensions), staff/, grader/
@@ -124,12 +125,16 @@ def write_config_dirs(s: HubSettings) -> None:
 
 
 def sync_course(s: HubSettings) -> None:
-    """Refresh the course account's copy from the repository; keep gradebook and runtime folders."""
+    """Refresh the course account's copy from the repository; keep gradebook and runtime folders.
+    The repository's nbgrader_config.py also goes to the root-only hub dir: `mlbd hub grade` runs
+    as root and reads that copy, never the one the course account (and so the formgrader) can edit."""
     repo = Path(s.repo)
     grader = accounts.course_account(s.course_id)
     fresh = not s.course_dir.exists()
     _mkdir(s.course_dir, 0o700, grader)
     shutil.copy2(repo / "nbgrader_config.py", s.course_dir / "nbgrader_config.py")
+    shutil.copyfile(repo / "nbgrader_config.py", s.grading_config)
+    os.chmod(s.grading_config, 0o600)
     for folder in ("source", "release"):
         for a in assignments(repo):
             src = repo / folder / a
@@ -184,6 +189,53 @@ def check_shared_access(s: HubSettings) -> None:
             f"user can traverse (e.g. /srv or /opt), or pass --state-dir.\n{proc.stderr.strip()[-600:]}")
 
 
+# What students must not read in a course directory (the repository or the hub's copy): hidden
+# tests and solutions (source/, git's history of it, otter's generated autograders), the gradebook,
+# everyone's submissions, grades and feedback, demo course copies.
+PRIVATE = ["source", ".git", "otter", "gradebook.db", "gradebook.db-journal", "submitted", "autograded",
+           "feedback", ".mlbd", ".exchange", ".demo"]
+
+PRIVACY_PROBE = """
+import os, sys
+readable = [p for p in sys.argv[1:] if os.access(p, os.R_OK) or os.access(p, os.X_OK)]
+sys.exit("\\n".join(readable) or None)
+"""
+
+
+def close_course_files(course: Path) -> list[Path]:
+    """Take every permission for others off the PRIVATE entries of ``course`` (the repository stays
+    traversable for the venv and the mlbd package); returns the entries that exist."""
+    found = []
+    for name in PRIVATE:
+        path = course / name
+        if path.is_symlink() or not path.exists():
+            continue
+        found.append(path)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o007:
+            try:
+                os.chmod(path, mode & ~0o007)
+            except OSError as exc:
+                log(f"cannot chmod o-rwx {path}: {exc}")
+    return found
+
+
+def check_private(s: HubSettings, members: list[accounts.Member]) -> None:
+    """Close the course files of the repository and of the course copy, then check as a real
+    student account that it reads none of them; refuse to start otherwise."""
+    paths = close_course_files(Path(s.repo)) + close_course_files(s.course_dir) + [s.course_dir]
+    student = next((m.username for m in members if m.role == "student"), None)
+    if student is None:
+        return
+    proc = as_user(student, [sys.executable, "-P", "-c", PRIVACY_PROBE, *map(str, paths)], cwd="/", check=False)
+    if proc.returncode:
+        readable = proc.stderr.strip()
+        raise CourseError(
+            f"the student account {student} can read course files that must stay private:\n{readable}\n"
+            "Make them unreadable by other users (chmod o-rwx on each, and no student in their group), or "
+            "keep the repository on a file system where that holds (not a read-only or squashed mount).")
+
+
 def prepare(s: HubSettings) -> list[accounts.Member]:
     _need_root()
     if not shutil.which("configurable-http-proxy"):
@@ -197,10 +249,15 @@ def prepare(s: HubSettings) -> list[accounts.Member]:
         _mkdir(home_base, 0o711)
     accounts.ensure_accounts(members, s.course_id, home_base)
     log(f"{len(members)} accounts from {s.roster} and the course account {accounts.course_account(s.course_id)} (homes 0700)")
+    new = accounts.ensure_passwords([m.username for m in members], s.passwords)
+    if new:
+        log(f"{len(new)} account(s) got a password of their own: hand them out from {s.passwords} "
+            "(root only; users change theirs with `passwd`)")
     prepare_exchange(s)
     write_config_dirs(s)
     check_shared_access(s)
     sync_course(s)
+    check_private(s, members)
     enrol_students(s, members)
     for a in s.release:
         if release(s, a):
@@ -348,8 +405,8 @@ def start(s: HubSettings, background: bool = False, timeout: float = 120) -> sub
     proc = subprocess.Popen(cmd, cwd=s.hub_dir, env=hub_env(s))
     try:
         wait_ready(s, timeout, proc)
-        log(f"JupyterHub is up at {s.url} in {time.monotonic() - t0:.1f} s. Log in as student1 / instructor / ta "
-            f"with the demo password. Ctrl-C (or `make hub-stop`) stops everything.")
+        log(f"JupyterHub is up at {s.url} in {time.monotonic() - t0:.1f} s. Each account logs in with its own "
+            f"password (first ones: {s.passwords}, root only). Ctrl-C (or `make hub-stop`) stops everything.")
         proc.wait()
         log(f"jupyterhub exited (status {proc.returncode}); the proxy and user servers keep running "
             "(`mlbd hub start` or `restart` starts a hub for them, `mlbd hub stop` stops them)")
@@ -437,17 +494,22 @@ def restart(s: HubSettings, timeout: float = 120) -> subprocess.Popen | None:
 # -- course steps on the hub's copy ----------------------------------------------------------------
 def collect_and_grade(s: HubSettings, assignment: str, sandbox: str | None = None) -> None:
     """Collect as the course account, grade with `mlbd grade` (root: the sandbox drops privileges),
-    and give every file back to the course account."""
+    and give every file back to the course account. Root executes nothing the course account can
+    write: the settings come from the root-only copy of the repository's nbgrader_config.py, and
+    Python runs from the hub dir with -P (no course folder on sys.path)."""
     nbgrader_as_grader(s, "collect", assignment, "--update")
     log(f"collected {assignment}")
-    cmd = [sys.executable, "-m", "mlbd.cli", "grade", assignment, "--course-dir", str(s.course_dir)]
+    if not s.grading_config.is_file():
+        raise CourseError(f"{s.grading_config} is missing: run `mlbd hub prepare` (or start) first")
+    cmd = [sys.executable, "-P", "-m", "mlbd.cli", "grade", assignment, "--course-dir", str(s.course_dir),
+           "--config", str(s.grading_config)]
     if sandbox:
         cmd += ["--sandbox", sandbox]
     env = dict(os.environ, **grader_env(s))
     env["PATH"] = f"{s.venv_bin}:" + env.get("PATH", "/usr/bin:/bin")
     env.pop("JUPYTER_CONFIG_PATH")
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(cmd, env=env, cwd=s.hub_dir, capture_output=True, text=True, timeout=1800)
         if proc.returncode:
             raise CourseError(f"mlbd grade {assignment} failed:\n{(proc.stderr or proc.stdout)[-1500:]}")
     finally:
@@ -465,9 +527,7 @@ def release_feedback(s: HubSettings, assignment: str) -> None:
 def settings_for(repo: Path, state_dir: str | None = None, port: int | None = None,
                  roster: str | None = None) -> HubSettings:
     """Settings of the hub for ``repo``: the saved ones when the state dir has them, updated by
-    the arguments given (the password always comes from MLBD_DEMO_PASSWORD or the default)."""
-    from .settings import DEFAULT_PASSWORD
-
+    the arguments given."""
     state = Path(state_dir).resolve() if state_dir else default_state_dir(repo)
     saved = state / "hub" / "settings.json"
     if saved.is_file():
@@ -480,7 +540,6 @@ def settings_for(repo: Path, state_dir: str | None = None, port: int | None = No
     if port:
         s.port = port
     s.venv_bin = str(Path(sys.executable).parent)
-    s.password = os.environ.get("MLBD_DEMO_PASSWORD", DEFAULT_PASSWORD)
     return s
 
 

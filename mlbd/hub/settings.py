@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-
-DEFAULT_PASSWORD = "mlbd-demo"  # documented in README; override with MLBD_DEMO_PASSWORD
 
 
 @dataclass
@@ -22,7 +20,6 @@ class HubSettings:
     hub_port: int = 8081
     proxy_api_port: int = 8001
     formgrader_port: int = 8002
-    password: str = DEFAULT_PASSWORD
     venv_bin: str = field(default_factory=lambda: str(Path(sys.executable).parent))
     home_base: str | None = None    # None: the system default (/home/<user>)
     idle_timeout: int = 3600
@@ -44,6 +41,14 @@ class HubSettings:
     @property
     def etc(self) -> Path:            # Jupyter config dirs per role: student/, staff/, grader/
         return Path(self.state_dir) / "etc"
+
+    @property
+    def passwords(self) -> Path:      # root only: each account's first password (mlbd.hub.accounts.ensure_passwords)
+        return self.hub_dir / "initial-passwords.csv"
+
+    @property
+    def grading_config(self) -> Path:  # root only: the nbgrader_config.py `mlbd hub grade` reads (not the course copy's)
+        return self.hub_dir / "nbgrader_config.py"
 
     @property
     def url(self) -> str:
@@ -70,7 +75,9 @@ class HubSettings:
     @classmethod
     def load(cls, path: Path | str) -> "HubSettings":
         with open(path) as fh:
-            return cls(**json.load(fh))
+            saved = json.load(fh)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})  # e.g. "password" of hubs before 2026-12
 
     @classmethod
     def from_env(cls) -> "HubSettings":
