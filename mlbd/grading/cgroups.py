@@ -168,13 +168,17 @@ def enable_controllers(parent: Path, controllers=LIMITED) -> None:
     control.write_text(wanted)
 
 
-def create(name: str, memory_bytes: int, pids: int) -> Cgroup:
-    """A fresh cgroup with the limits set, nested under this process's own cgroup where possible."""
+CPU_PERIOD_US = 100_000
+
+
+def create(name: str, memory_bytes: int, pids: int, cpus: float | None = None) -> Cgroup:
+    """A fresh cgroup with the limits set, nested under this process's own cgroup where possible.
+    ``cpus`` (optional) caps CPU time at that many CPUs (CFS quota; the hub's user servers)."""
     v = version()
     if v == 1:
         dirs = []
         try:
-            for ctrl in ("memory", "pids"):
+            for ctrl in ("memory", "pids") + (("cpu",) if cpus else ()):
                 base = ROOT / ctrl
                 parent = base / _own_path(ctrl).lstrip("/")
                 if not parent.is_dir():
@@ -195,8 +199,11 @@ def create(name: str, memory_bytes: int, pids: int) -> Cgroup:
                         (d / "memory.swappiness").write_text("0")
                     except OSError:
                         pass
-                else:
+                elif ctrl == "pids":
                     (d / "pids.max").write_text(str(pids))
+                else:
+                    (d / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+                    (d / "cpu.cfs_quota_us").write_text(str(max(1000, int(cpus * CPU_PERIOD_US))))
         except OSError as exc:
             Cgroup(1, dirs).destroy()
             raise CgroupUnavailable(f"cgroup v1 not writable: {exc}") from exc
@@ -205,11 +212,12 @@ def create(name: str, memory_bytes: int, pids: int) -> Cgroup:
         base = ROOT / "mlbd"
         try:
             ctrls = (ROOT / "cgroup.controllers").read_text().split()
-            if not set(LIMITED) <= set(ctrls):
-                raise CgroupUnavailable("cgroup v2 without the memory and pids controllers")
-            enable_controllers(ROOT)
+            wanted = LIMITED + (("cpu",) if cpus else ())
+            if not set(wanted) <= set(ctrls):
+                raise CgroupUnavailable(f"cgroup v2 without the {' and '.join(wanted)} controllers")
+            enable_controllers(ROOT, wanted)
             base.mkdir(exist_ok=True)
-            enable_controllers(base)
+            enable_controllers(base, wanted)
             sweep(base)
             d = base / name
             d.mkdir(exist_ok=True)
@@ -217,6 +225,8 @@ def create(name: str, memory_bytes: int, pids: int) -> Cgroup:
             if (d / "memory.swap.max").exists():
                 (d / "memory.swap.max").write_text("0")
             (d / "pids.max").write_text(str(pids))
+            if cpus:
+                (d / "cpu.max").write_text(f"{max(1000, int(cpus * CPU_PERIOD_US))} {CPU_PERIOD_US}")
         except OSError as exc:
             raise CgroupUnavailable(f"cgroup v2 not writable: {exc}") from exc
         return Cgroup(2, [d])

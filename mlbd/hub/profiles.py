@@ -6,6 +6,7 @@ for a profile that asks for a GPU, checks that the machine has one before it sta
 """
 from __future__ import annotations
 
+import functools
 import glob
 import shutil
 import subprocess
@@ -44,6 +45,17 @@ def find(profiles: list[dict], slug: str | None) -> dict:
     raise ValueError(f"unknown profile {slug!r}; choose one of {', '.join(p['slug'] for p in profiles)}")
 
 
+# The profile keys the local spawner applies as its own traits, as KubeSpawner applies them all.
+LIMIT_KEYS = ("cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee")
+
+
+def limit_overrides(profile: dict) -> dict:
+    """The CPU and memory limits and guarantees a profile sets (``kubespawner_override``)."""
+    override = profile.get("kubespawner_override", {}) or {}
+    return {k: override[k] for k in LIMIT_KEYS if k in override}
+
+
+@functools.lru_cache(maxsize=1)
 def gpu_present() -> tuple[bool, str]:
     """Whether this machine has a usable NVIDIA GPU, and how we know."""
     if not glob.glob("/dev/nvidia[0-9]*"):
@@ -58,6 +70,15 @@ def gpu_present() -> tuple[bool, str]:
     if out.returncode != 0 or "GPU" not in out.stdout:
         return False, f"nvidia-smi lists no GPU ({(out.stderr or out.stdout).strip()[:200]})"
     return True, out.stdout.strip().splitlines()[0]
+
+
+def unavailable(profile: dict) -> str | None:
+    """Why ``profile`` cannot start on this machine, or None when it can."""
+    if wants_gpu(profile):
+        ok, why = gpu_present()
+        if not ok:
+            return NO_GPU_MESSAGE.format(why=why)
+    return None
 
 
 NO_GPU_MESSAGE = ("The \"GPU (deep learning)\" profile needs a GPU, and this hub's machine has none ({why}). "

@@ -1,25 +1,45 @@
-"""The embedded hub's spawner: one Unix account per user, the course's profiles, per-role config."""
+"""The embedded hub's spawner: one Unix account per user, the course's profiles, per-role config,
+and the profile's limits enforced by a cgroup per server."""
 from __future__ import annotations
 
 import html
+import os
 import random
 import socket
+from pathlib import Path
 from typing import ClassVar
 
 from jupyterhub import orm
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
-from traitlets import Dict, Integer, List, Tuple, Unicode
+from traitlets import Bool, Dict, Integer, List, Tuple, Unicode
+
+from mlbd.grading import cgroups
 
 from . import profiles as prof
+
+
+def refusal(status: int, message: str) -> web.HTTPError:
+    """An HTTP error whose message JupyterHub shows as it is (spawn form and spawn-pending page)."""
+    err = web.HTTPError(status, message)
+    err.jupyterhub_message = message
+    return err
 
 
 class CourseSpawner(LocalProcessSpawner):
     """LocalProcessSpawner with the profile choice of ``values.yaml`` and a Jupyter config dir per role.
 
     Staff (groups ``instructors``/``tas``) get ``etc/staff``; everyone else ``etc/student``, which
-    disables nbgrader's instructor extensions. A GPU profile on a machine without a GPU fails at
-    once with a message that says so and what to choose instead.
+    disables nbgrader's instructor extensions. A GPU profile on a machine without a GPU is shown
+    disabled with the reason, and refused with that reason if asked for through the API.
+
+    Limits: the chosen profile's ``cpu_limit``/``mem_limit`` (and guarantees) become this spawner's
+    traits, as KubeSpawner applies ``kubespawner_override``; the server then starts inside its own
+    cgroup (mlbd.grading.cgroups, as the grader's kernels) with that memory, that CPU quota and
+    ``pids_limit`` processes, entered before the server's first instruction. The kernel of a memory
+    bomb is killed by the kernel's OOM killer (Jupyter restarts it: "the kernel appears to have
+    died"), a fork loop gets EAGAIN, and the hub and other users' servers are untouched. Stopping
+    the server kills whatever is left in its cgroup (orphaned kernels included).
     """
 
     profiles = List(help="singleuser.profileList entries (see mlbd.hub.profiles)").tag(config=True)
@@ -29,6 +49,10 @@ class CourseSpawner(LocalProcessSpawner):
     port_range = Tuple(Integer(), Integer(), default_value=(20000, 32000),
                        help="servers' ports: below Linux's ephemeral range (32768+), which bind(0) and "
                             "outgoing connections use").tag(config=True)
+    pids_limit = Integer(512, help="processes and threads per user server (its kernels and terminals included)").tag(config=True)
+    enforce_limits = Bool(True, help="run each server in a cgroup with its profile's limits; when the host "
+                                     "has no writable cgroup hierarchy the server does not start").tag(config=True)
+    cgroup_dirs = List(Unicode(), help="the running server's cgroup directories (kept across hub restarts)")
     _handed_out: ClassVar[set[int]] = set()  # ports given to servers of this hub process that run or start
 
     def _options_form_default(self):
@@ -38,15 +62,34 @@ class CourseSpawner(LocalProcessSpawner):
         default = prof.default_profile(self.profiles)
         for p in self.profiles:
             slug = html.escape(p["slug"])
-            checked = " checked" if p is default else ""
+            why = prof.unavailable(p)
+            state = " disabled" if why else (" checked" if p is default else "")
+            note = (f'<br><small class="text-danger" id="profile-{slug}-unavailable">Unavailable: {html.escape(why)}</small>'
+                    if why else "")
             rows.append(
                 f'<label class="form-check" style="display:block;margin:0.5em 0">'
-                f'<input class="form-check-input" type="radio" name="profile" value="{slug}" id="profile-{slug}"{checked}> '
-                f'<strong>{html.escape(p["display_name"])}</strong><br><small>{html.escape(p.get("description", ""))}</small></label>')
+                f'<input class="form-check-input" type="radio" name="profile" value="{slug}" id="profile-{slug}"{state}> '
+                f'<strong>{html.escape(p["display_name"])}</strong><br><small>{html.escape(p.get("description", ""))}</small>'
+                f'{note}</label>')
         return "\n".join(rows)
 
     def options_from_form(self, formdata):
-        return {"profile": (formdata.get("profile") or [prof.default_profile(self.profiles)["slug"]])[0]}
+        slug = (formdata.get("profile") or [prof.default_profile(self.profiles)["slug"]])[0]
+        self._check_profile(slug)  # refused on the form page itself, with the reason
+        return {"profile": slug}
+
+    def _check_profile(self, slug: str | None) -> dict:
+        if not self.profiles:
+            return {}
+        try:
+            p = prof.find(self.profiles, slug)
+        except ValueError as exc:
+            raise refusal(400, str(exc)) from None
+        why = prof.unavailable(p)
+        if why:
+            self.log.warning("%s asked for the %s profile: %s", self.user.name, p["slug"], why)
+            raise refusal(400, why)
+        return p
 
     @property
     def role(self) -> str:
@@ -91,22 +134,85 @@ class CourseSpawner(LocalProcessSpawner):
             return port
         raise web.HTTPError(503, f"no free port in {lo}-{hi} for {self.user.name}'s server")
 
+    # -- limits ----------------------------------------------------------------------------------
+    def make_preexec_fn(self, name):
+        """Enter the server's cgroup (as root, before dropping to the user), then become the user."""
+        become_user = super().make_preexec_fn(name)
+        procs = [str(Path(d) / "cgroup.procs") for d in self.cgroup_dirs]
+
+        def preexec():
+            pid = str(os.getpid())
+            for f in procs:
+                with open(f, "w") as fh:
+                    fh.write(pid)
+            become_user()
+        return preexec
+
+    def _cgroup(self) -> cgroups.Cgroup | None:
+        if not self.cgroup_dirs:
+            return None
+        return cgroups.Cgroup(cgroups.version(), [Path(d) for d in self.cgroup_dirs])
+
+    def _make_cgroup(self) -> None:
+        if not self.enforce_limits:
+            return
+        mem = int(self.mem_limit or 0)
+        if not mem:
+            raise refusal(500, f"{self.user.name}'s server has no memory limit: set mem_limit in its profile "
+                               "(hub_config/k8s/values.yaml) or CourseSpawner.enforce_limits = False")
+        name = f"mlbd-server-{self.user.name}" + (f"-{self.name}" if self.name else "")
+        try:
+            cg = cgroups.create(name, mem, self.pids_limit, cpus=self.cpu_limit or None)
+        except cgroups.CgroupUnavailable as exc:
+            raise refusal(500, f"cannot limit {self.user.name}'s server: {exc}. Run the hub as root on a host "
+                               "with cgroups, or set CourseSpawner.enforce_limits = False") from None
+        self.cgroup_dirs = [str(d) for d in cg.dirs]
+        self.log.info("%s's server: cgroup %s, memory %d MiB, %s CPUs, %d processes", self.user.name, name,
+                      mem // 2**20, self.cpu_limit or "unlimited", self.pids_limit)
+
+    def limit_report(self) -> str:
+        """Which limits the server's cgroup has hit (for the log when the server stops)."""
+        cg = self._cgroup()
+        hit = [k for k, v in (cg.events() if cg else {}).items() if v]
+        return f"hit its {' and '.join(hit)} limit" if hit else ""
+
+    def get_state(self):
+        state = super().get_state()
+        if self.cgroup_dirs:
+            state["cgroup_dirs"] = list(self.cgroup_dirs)
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.cgroup_dirs = list(state.get("cgroup_dirs", []))
+
+    # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self):
-        p = self.profile()
-        if p and prof.wants_gpu(p):
-            ok, why = prof.gpu_present()
-            if not ok:
-                self.log.warning("%s asked for the GPU profile: %s", self.user.name, why)
-                raise web.HTTPError(503, prof.NO_GPU_MESSAGE.format(why=why))
+        p = self._check_profile((self.user_options or {}).get("profile"))
+        for key, value in prof.limit_overrides(p).items():
+            setattr(self, key, value)
+        self._make_cgroup()
         self.port = self.pick_port()
         try:
             return await super().start()
         except BaseException:
             self._handed_out.discard(self.port)
+            self._drop_cgroup()
             raise
 
+    def _drop_cgroup(self) -> None:
+        cg = self._cgroup()
+        if cg:
+            report = self.limit_report()
+            if report:
+                self.log.warning("%s's server %s", self.user.name, report)
+            cg.destroy()  # also kills what the server left behind (kernels, terminals)
+        self.cgroup_dirs = []
+
     async def stop(self, now=False):
+        # cgroup_dirs survive clear_state (poll clears the state of a server that died): emptied here
         try:
             await super().stop(now=now)
         finally:
             self._handed_out.discard(self.port)
+            self._drop_cgroup()

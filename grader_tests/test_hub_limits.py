@@ -1,0 +1,206 @@
+"""Limits on every user server of the embedded hub, and the GPU profile on a machine without a GPU.
+
+A live hub on free ports (accounts ``hl_*``) whose CPU profile is shrunk for the test (384 MiB,
+half a CPU, 64 processes) through the hub's site-override file. Two students log in over HTTP and
+start servers. Student 1's server runs in its own cgroup with those limits; a kernel started
+through the server's REST API is inside it; a memory bomb run in that kernel (over the kernel's
+websocket, as JupyterLab sends it) is OOM-killed and the server reports the kernel restarting; a
+fork loop is refused new processes at the limit with EAGAIN. Meanwhile student 2's server and
+/hub/api keep answering. Stopping the server kills what was left in its cgroup. The spawn page
+shows the GPU profile disabled with the reason, and asking for it (form or API) is refused with
+that reason, never a bare 503. Needs root, cgroups and configurable-http-proxy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import websocket
+
+from mlbd.grading import cgroups
+from mlbd.hub import launcher
+from mlbd.hub.client import HubUser
+
+from hub_support import cleanup, login, make_settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hub"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="creates Unix accounts: run as root"),
+              pytest.mark.skipif(cgroups.version() == 0, reason="needs a cgroup hierarchy"),
+              pytest.mark.skipif(not shutil.which("configurable-http-proxy"), reason="needs configurable-http-proxy (make hub installs it)")]
+
+MEM = 384 * 2**20
+PIDS = 64
+CPUS = 0.5
+S1, S2 = "hl_s1", "hl_s2"
+
+LOCAL_CONFIG = f"""
+from mlbd.hub import profiles
+_profiles = profiles.profile_list()
+_profiles[0]["kubespawner_override"].update(mem_limit="{MEM // 2**20}M", cpu_limit={CPUS})
+c.CourseSpawner.profiles = _profiles
+c.CourseSpawner.pids_limit = {PIDS}
+"""
+
+MEMORY_BOMB = "hog = []\nwhile True:\n    hog.append(b'x' * (16 * 2**20))\n"
+FORK_LOOP = """
+import os, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print(f"forked {n}, then refused: {e}")
+"""
+
+
+@pytest.fixture(scope="module")
+def hub():
+    s = make_settings("hl", students=2)
+    try:
+        launcher.prepare(s)
+        (s.hub_dir / "jupyterhub_config_local.py").write_text(LOCAL_CONFIG)
+        launcher.start(s, background=True, timeout=180)
+        yield s
+    finally:
+        log = s.hub_dir / "jupyterhub.log"
+        if log.is_file():
+            print(log.read_text()[-6000:])  # shown when a test failed
+        launcher.stop(s)
+        cleanup(s)
+
+
+def cgroup_dir(controller: str, user: str) -> Path:
+    """Where the spawner makes a server's cgroup: under the hub's own cgroup (the hub is our child)."""
+    if cgroups.version() == 2:
+        return cgroups.ROOT / "mlbd" / f"mlbd-server-{user}"
+    return cgroups.ROOT / controller / cgroups._own_path(controller).lstrip("/") / f"mlbd-server-{user}"
+
+
+def procs(user: str) -> set[int]:
+    return {int(p) for p in (cgroup_dir("pids", user) / "cgroup.procs").read_text().split()}
+
+
+def user_pids(user: str) -> set[int]:
+    uid = pwd.getpwnam(user).pw_uid
+    out = set()
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if p.stat().st_uid == uid:
+                    out.add(int(p.name))
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def kernel_socket(s, u: HubUser, kernel_id: str) -> websocket.WebSocket:
+    url = s.url.replace("http://", "ws://") + f"/user/{u.name}/api/kernels/{kernel_id}/channels"
+    return websocket.create_connection(url, header=[f"Authorization: token {u.token}"], timeout=120)
+
+
+def execute(ws: websocket.WebSocket, code: str) -> str:
+    msg_id = uuid.uuid4().hex
+    ws.send(json.dumps({
+        "header": {"msg_id": msg_id, "username": "", "session": uuid.uuid4().hex, "msg_type": "execute_request",
+                   "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True}}))
+    return msg_id
+
+
+def until(ws: websocket.WebSocket, done, timeout: float = 120) -> list[dict]:
+    """Kernel messages until ``done(msg)`` is true."""
+    seen, t0 = [], time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        msg = json.loads(ws.recv())
+        seen.append(msg)
+        if done(msg):
+            return seen
+    raise AssertionError(f"no such message in {timeout} s: {[m['msg_type'] for m in seen]}")
+
+
+def others_answer(s, u2: HubUser) -> None:
+    assert u2.server("GET", "/api/status").status_code == 200
+    assert u2.hub_api("GET", "/").status_code == 200
+
+
+def test_spawn_page_explains_the_gpu_profile(hub):
+    u = login(hub, S2)
+    page = u.http.get(f"{hub.url}/hub/spawn", timeout=60)
+    assert page.status_code == 200
+    assert 'id="profile-gpu" disabled' in page.text and 'id="profile-cpu" checked' in page.text
+    assert "Unavailable: The &quot;GPU (deep learning)&quot; profile needs a GPU" in page.text
+    # asking anyway: the form page answers with the reason, and so does the REST API
+    r = u.http.post(f"{hub.url}/hub/spawn", data={"profile": "gpu", "_xsrf": u._xsrf()}, timeout=60)
+    assert r.status_code == 400 and "needs a GPU" in r.text and "HTTP 503" not in r.text
+    r = u.hub_api("POST", f"/users/{S2}/server", json={"profile": "gpu"})
+    assert r.status_code == 400 and "needs a GPU" in r.json()["message"], r.text
+    assert not u.hub_api("GET", f"/users/{S2}").json()["servers"]
+
+
+def test_limits_hold_and_others_keep_answering(hub):
+    u1, u2 = login(hub, S1), login(hub, S2)
+    u1.spawn("cpu", timeout=240)
+    u2.spawn("cpu", timeout=240)
+
+    # the server's cgroup has the profile's limits, and the server is in it
+    assert int((cgroup_dir("memory", S1) / "memory.limit_in_bytes").read_text()) == MEM
+    assert int((cgroup_dir("pids", S1) / "pids.max").read_text()) == PIDS
+    assert int((cgroup_dir("cpu", S1) / "cpu.cfs_quota_us").read_text()) == int(CPUS * 100_000)
+    before = user_pids(S1)
+    assert before and before <= procs(S1), "a process of the student runs outside the server's cgroup"
+
+    # a kernel started through the server's REST API is inside it too
+    r = u1.server("POST", "/api/kernels", json={"name": "python3"})
+    assert r.status_code == 201, r.text
+    kid = r.json()["id"]
+    ws = kernel_socket(hub, u1, kid)
+    execute(ws, "import os; print(os.getpid())")
+    out = until(ws, lambda m: m["msg_type"] == "stream")
+    kernel_pid = int(out[-1]["content"]["text"])
+    assert kernel_pid in procs(S1) and kernel_pid in {int(p) for p in (cgroup_dir("memory", S1) / "cgroup.procs").read_text().split()}
+
+    # memory bomb: the kernel is OOM-killed, the server says it restarts the kernel; others answer
+    execute(ws, MEMORY_BOMB)
+    until(ws, lambda m: m["msg_type"] == "status" and m["content"]["execution_state"] in ("restarting", "dead"),
+          timeout=180)
+    assert cgroups.Cgroup(cgroups.version(), [cgroup_dir("memory", S1)]).events()["memory"]
+    others_answer(hub, u2)
+    assert u1.server("GET", "/api/status").status_code == 200, "the student's own server died with the kernel"
+    for _ in range(120):
+        if u1.server("GET", f"/api/kernels/{kid}").json()["execution_state"] == "idle":
+            break
+        time.sleep(1)
+    ws.close()
+
+    # fork loop in the restarted kernel: new processes are refused at the limit
+    ws = kernel_socket(hub, u1, kid)
+    execute(ws, FORK_LOOP)
+    out = until(ws, lambda m: m["msg_type"] == "stream", timeout=180)
+    text = out[-1]["content"]["text"]
+    assert "refused" in text and "Resource temporarily unavailable" in text, text
+    forked = int(text.split()[1].rstrip(","))
+    assert 0 < forked < PIDS
+    assert int((cgroup_dir("pids", S1) / "pids.current").read_text()) <= PIDS
+    others_answer(hub, u2)
+    ws.close()
+
+    # stopping the server ends everything it left in its cgroup (the forked children included)
+    u1.stop_server()
+    for _ in range(60):
+        if not user_pids(S1) and not cgroup_dir("pids", S1).exists():
+            break
+        time.sleep(1)
+    assert not user_pids(S1), f"left running: {user_pids(S1)}"
+    assert not cgroup_dir("memory", S1).exists() and not cgroup_dir("pids", S1).exists()
+    others_answer(hub, u2)
