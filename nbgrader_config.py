@@ -46,7 +46,9 @@ c.Sandbox.cpu_seconds = 1800
 c.Sandbox.wall_seconds = 3600 if LONG_RUNNING & set(sys.argv) else 900
 c.Sandbox.max_output_bytes_cell = 1_000_000
 c.Sandbox.max_output_bytes_notebook = 8_000_000
+# UntrustedMetadata: submitted cells lose the grader's own `mlbd` key; a bad tag or id costs only its cell.
 c.Autograde.autograde_preprocessors = [
+    "mlbd.grading.prepare.UntrustedMetadata",
     "mlbd.grading.kernel.SandboxedExecute", "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor", "nbgrader.preprocessors.LimitOutput",
     "nbgrader.preprocessors.SaveAutoGrades", "nbgrader.preprocessors.AssignLatePenalties",

@@ -93,6 +93,53 @@ def _with_surrogate(nb) -> str:
     return json.dumps(d)
 
 
+# Swallows failures of any cell that looks like a test (several lines, an assert), patching the
+# shell's class: the probe compares the shell's methods with its class's, so it does not see this,
+# and the static scan sees no hook name. One-line canaries would have failed as expected.
+_SWALLOW = """
+import textwrap
+_cls = type(get_ipython())
+_orig = _cls.run_cell_async
+async def _wrapped(self, raw_cell, *a, **k):
+    if "assert" in raw_cell and raw_cell.count(chr(10)) >= 2:
+        raw_cell = "try:" + chr(10) + textwrap.indent(raw_cell, "    ") + chr(10) + "except BaseException:" + chr(10) + "    pass" + chr(10)
+        if k.get("transformed_cell") is not None:
+            k["transformed_cell"] = raw_cell
+    return await _orig(self, raw_cell, *a, **k)
+_cls.run_cell_async = _wrapped
+"""
+
+# Prints everything the kernel has seen of the tests, encoded: input history, outputs, the source of
+# every frame (from a student function a hidden test calls), the history database.
+_DUMP = """
+import base64, codecs, inspect, linecache, zlib
+def _dump(tag):
+    text = chr(10).join(In) + chr(10).join(map(str, _ih)) + chr(10).join(map(str, Out.values()))
+    for f in inspect.stack():
+        text += "".join(linecache.getlines(f.filename))
+    try:
+        text += str(list(get_ipython().history_manager.get_range(raw=True)))
+    except Exception:
+        pass
+    print(tag, base64.b64encode(zlib.compress(text.encode())).decode())     # one line each: first
+    print(tag, base64.b64encode(text.encode()).decode())
+    print(tag, text[::-1].replace(chr(10), " "))
+    print(tag, codecs.encode(text, "rot13"))
+    raise ValueError(codecs.encode(text[-3000:], "rot13"))
+"""
+_SPY_MODEL = """
+class _Spy(LogisticRegression):
+    def score(self, *a, **k):
+        try:
+            _dump("SCORE")
+        except ValueError:
+            pass
+        return super().score(*a, **k)
+def fit(Xtr, ytr):
+    return _Spy(C=1.0).fit(Xtr, ytr)
+"""
+
+
 def cases(course: Path) -> dict[str, dict]:
     """name → {answers, extra: [(after_id, code)], raw, expect: 'flag'|'honest'|'either', max, error}"""
     hook = "get_ipython()"
@@ -192,6 +239,30 @@ def _spy(lines):
         "duplicated_test_cell": dict(answers=R, meta="duplicate", expect="flag", max=10, min=10),
         "metadata_stripped": dict(answers=R, meta="strip", expect="flag", max=10, min=10),   # re-typed in another editor
         "unlocked_test_edit": dict(answers=WRONG, meta="unlock", max=2),
+        # attack classes of issue 13: failures swallowed by a patched kernel, however it got there
+        "swallow_inline": dict(answers=WRONG, extra=[("q1", _SWALLOW)], expect="flag", max=2, strict=True),
+        "shipped_module": dict(answers=WRONG, extra=[("q1", "import tools")], files={"tools.py": _SWALLOW},
+                               max=2, strict=True, error="tools.py is not part of"),
+        "shipped_pth": dict(answers=WRONG, extra=[("q1", "import os, site\nsite.addsitedir(os.getcwd())")],
+                            files={"zz.pth": "import tools_pth\n", "tools_pth.py": _SWALLOW,
+                                   "sitecustomize.py": _SWALLOW, "usercustomize.py": _SWALLOW},
+                            max=2, strict=True, error="zz.pth is not part of"),
+        "shipped_import_hook": dict(answers=WRONG, extra=[("q1", "import sys\nsys.path.insert(0, '.')\nimport hook")],
+                                    files={"hook.py": "import sys, importlib.abc\n" + _SWALLOW.replace("get_ipython()", "__import__('IPython').get_ipython()")},
+                                    max=2, strict=True),
+        "forged_mlbd_metadata": dict(answers=WRONG, extra=[("q1", _SWALLOW)], meta="forge_mlbd", expect="flag", max=2,
+                                     strict=True, autograded=["_cls.run_cell_async = _wrapped"]),
+        "forged_nbgrader_metadata": dict(answers=WRONG, meta="forge_nbgrader", expect="flag", max=2, strict=True),
+        # issue 13 point 2: hidden tests never reach feedback, in any encoding
+        "leak_history_encoded": dict(answers=dict(PW, q3=_SPY_MODEL), extra=[("q1", _DUMP), ("t2", "_dump('CELL')"), ("t5", "_dump('END')")],
+                                     max=6, min=6, leak=True,
+                                     honest=["HIDDEN_TEST_TWO: scale the test part with the training statistics",
+                                             "HIDDEN_TEST_FIVE: pick the best validation accuracy"]),
+        # issue 17 point 3: malformed metadata costs only the cell that carries it
+        "malformed_metadata": dict(answers=R, meta="malformed", max=10, min=10, error="invalid", no_flags=True),
+        # issue 14: an empty notebook is graded 0 with one clear note
+        "empty_notebook": dict(raw=nbformat.writes(nbformat.v4.new_notebook()), max=0, error="has no answers", no_flags=True),
+        "unchanged_release": dict(answers={}, max=0, error="has no answers", no_flags=True),
     }
 
 
@@ -217,6 +288,15 @@ def _build(course: Path, name: str, case: dict) -> None:
             nb.cells.insert(nb.cells.index(cell), nbformat.from_dict(json.loads(json.dumps(cell))))
         if meta == "strip":
             cell.metadata = nbformat.NotebookNode()
+        if meta == "forge_mlbd" and not md:        # the student's own cells pass for the grader's
+            cell.metadata["mlbd"] = {"canary": "x", "kind": 0} if "_wrapped" in cell.source else {"probe": "last", "nonce": "x"}
+        if meta == "forge_nbgrader" and md.get("grade") and not md.get("solution") and md.get("grade_id") != "t1":
+            md.update(grade=False, solution=True, points=0, checksum="0" * 32)
+        if meta == "malformed" and md.get("grade_id") == "q1":
+            cell.metadata["tags"] = ["a,b", "fine"]
+            cell["id"] = "an id with spaces"
+        if meta == "malformed" and md.get("grade_id") == "t1":
+            cell.metadata["collapsed"] = "not a boolean"
         if meta == "unlock" and md.get("grade") and not md.get("solution"):
             md["locked"] = False
             cell.source = "pass"
@@ -245,6 +325,40 @@ def graded(tmp_path_factory):
     rows = {r["student"]: r for r in json.loads(report.stdout)["submissions"]}
     return {"course": course, "cases": all_cases, "rows": rows, "feedback_rc": fb.returncode,
             "grade_out": proc.stdout + proc.stderr}
+
+
+def _hidden_lines() -> list[str]:
+    return [line.strip() for block in re.findall(r"BEGIN HIDDEN TESTS\n(.*?)### END", w.SOURCE, re.S)
+            for line in block.splitlines() if line.strip()] + HIDDEN_ONLY
+
+
+def _decoded(text: str) -> list[str]:
+    """Every base64 run in ``text`` decoded (and inflated, when it is zlib)."""
+    import base64
+    import zlib
+    out = []
+    for token in re.findall(r"[A-Za-z0-9+/]{40,}={0,2}", text):
+        token = token.rstrip("=")
+        try:
+            raw = base64.b64decode(token[: len(token) // 4 * 4])
+        except ValueError:
+            continue
+        try:
+            raw = zlib.decompressobj().decompress(raw)      # a cut stream still inflates up to the cut
+        except zlib.error:
+            pass
+        out.append(raw.decode("utf-8", "replace"))
+    return out
+
+
+def _assert_no_hidden_test(text: str) -> None:
+    import codecs
+    import html
+    plain = html.unescape(text)
+    views = [plain, codecs.encode(plain, "rot13"), plain[::-1], *_decoded(plain)]
+    for line in _hidden_lines():
+        for view in views:
+            assert line not in view, f"hidden test line in feedback: {line}"
 
 
 def _texts(course: Path, student: str) -> list[tuple[str, str]]:
@@ -284,7 +398,7 @@ def test_attack(graded, name):
     expect = case.get("expect", "honest")
     if expect == "flag":
         assert row["flags"], f"{name} not flagged: {row}"
-    if expect in ("honest", "either") or not row["flags"]:
+    if expect in ("honest", "either") or not row["flags"] or case.get("strict"):
         assert row["score"] <= case["max"], f"{name} got {row['score']} > {case['max']}: {row}"
     if "min" in case:
         assert row["score"] >= case["min"], row
@@ -296,11 +410,22 @@ def test_attack(graded, name):
         assert len(html) == 2 and "MLBD_PWNED" in html[1]
         for text in html:
             assert not _LIVE_SCRIPT.search(text), _LIVE_SCRIPT.search(text).group(0)
-    if "files" in case:             # pages and scripts stay out of what the formgrader serves
+    if "data.csv" in case.get("files", {}):     # pages and scripts stay out of what the formgrader serves
         kept = {Path(p).name for p, _ in texts if "/autograded/" in p}
         assert "data.csv" in kept and not kept & {"evil.html", "pic.svg"}, kept
     if case.get("truncated"):     # the output was cut with a visible marker, not dropped
         assert any("mlbd: output truncated" in t for p, t in texts if "/autograded/" in p)
+    if case.get("no_flags"):
+        assert not row["flags"], row["flags"]
+        assert not any("needs review" in t or "flagged" in t for t in feedback)
+    for text in case.get("autograded", []):       # the TA sees the code that ran
+        assert any(text in t for p, t in texts if "/autograded/" in p and p.endswith(".ipynb")), text
+    if case.get("leak"):
+        assert feedback, "no feedback generated"
+        for text in feedback:
+            _assert_no_hidden_test(text)
+        for msg in case["honest"]:
+            assert any(msg in t for t in feedback), f"honest failure message {msg!r} missing from feedback"
     if "error" in case:
         wanted = case["error"] if isinstance(case["error"], list) else [case["error"]]
         assert any(x.lower() in e.lower() for e in row["errors"] for x in wanted), row["errors"]

@@ -3,10 +3,13 @@
 The sandbox protects the machine; it cannot make the student's kernel honest. Student code runs
 before the tests and can hook them. Three checks catch the known ways:
 
-- **Canaries** (trusted, inserted by the grader before every test cell): small cells that must
-  fail (a false ``assert``, ``math.isclose``, ``np.allclose``, ``numpy.testing``, a raised
-  ``AssertionError``), each with a random message. A canary that passes, or fails with another
-  message, proves that failures are being swallowed or rewritten.
+- **Canaries** (trusted, one next to every test cell, before or after it at random where running
+  the test twice is harmless): a copy of that test cell, same helpers, same hidden part, with one
+  of its own top-level asserts repeated further down (in the hidden part) with the condition
+  reversed, in the author's own spelling. It fails whatever the answer: at the original assert,
+  at the reversed copy, or earlier. A canary that passes proves failures are being swallowed. A
+  hook cannot tell the canary from the test by shape, helpers, size or message; only by knowing
+  the hidden assertions, which the student never sees.
 - **Probe** (first and last cell): reports IPython's input/AST transformers, custom exception
   handlers, event callbacks, patched shell methods, ``sys.excepthook``, replaced builtins and
   whether numpy's / math's assertion helpers are still the genuine ones. The grader compares the
@@ -18,6 +21,7 @@ review); static findings alone flag for review and keep the scores.
 """
 from __future__ import annotations
 
+import ast
 import io
 import json
 import random
@@ -27,34 +31,90 @@ import tokenize
 
 import nbformat
 
-MARK = "mlbd"          # cell metadata key of grader-inserted cells
+MARK = "mlbd"          # cell metadata key of grader-inserted cells (only the trusted side writes it)
 
 WORDS = ["shape mismatch", "wrong result", "values differ", "unexpected output", "check your function",
          "incorrect", "not close enough", "result is off"]
 
 
-def canary_cell(rng: random.Random) -> nbformat.NotebookNode:
-    a = rng.randint(2, 10_000)
-    b = a + rng.randint(1, 97)
-    msg = f"{rng.choice(WORDS)} ({secrets.token_hex(4)})"
-    kind = rng.randrange(5)
-    fail = f"(_ for _ in ()).throw(AssertionError({msg!r}))"
-    loaded = "in __import__('sys').modules"       # never import a library the notebook did not
-    source = [
-        f"assert {a} == {b}, {msg!r}",
-        f"assert __import__('math').isclose({a}.5, {b}.5), {msg!r}",
-        f"(__import__('numpy').allclose([{a}.0], [{b}.0]) or {fail}) if 'numpy' {loaded} else {fail}",
-        f"__import__('sys').modules['numpy.testing'].assert_allclose({a}.0, {b}.0, err_msg={msg!r}) "
-        f"if 'numpy.testing' {loaded} else {fail}",
-        f"raise AssertionError({msg!r})",
-    ][kind]
-    cell = nbformat.v4.new_code_cell(source)
-    cell.metadata[MARK] = {"canary": msg, "kind": kind}
+
+# How a comparison reads when it must come out the other way.
+_FLIP = {ast.Eq: "!=", ast.NotEq: "==", ast.Lt: ">=", ast.GtE: "<", ast.Gt: "<=", ast.LtE: ">",
+         ast.In: "not in", ast.NotIn: "in", ast.Is: "is not", ast.IsNot: "is"}
+_HIDDEN = re.compile(r"BEGIN HIDDEN TESTS(.*?)END HIDDEN TESTS", re.S)
+
+
+def _offsets(source: str) -> list[int]:
+    """Byte offset of each line start (ast columns are UTF-8 byte offsets)."""
+    starts, pos = [0], 0
+    for line in source.encode().splitlines(keepends=True):
+        pos += len(line)
+        starts.append(pos)
+    return starts
+
+
+def _contradiction(source: str, stmt: ast.Assert, starts: list[int]) -> str:
+    """The text of ``stmt`` with its condition reversed, in the author's own spelling."""
+    raw = source.encode()
+    at = lambda line, col: starts[line - 1] + col          # noqa: E731
+    begin, end = at(stmt.lineno, stmt.col_offset), at(stmt.end_lineno, stmt.end_col_offset)
+    test = stmt.test
+    t0, t1 = at(test.lineno, test.col_offset), at(test.end_lineno, test.end_col_offset)
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and type(test.ops[0]) in _FLIP:
+        left_end = at(test.left.end_lineno, test.left.end_col_offset)
+        right = test.comparators[0]
+        right_start = at(right.lineno, right.col_offset)
+        gap = raw[left_end:right_start].decode()
+        op = re.search(r"not\s+in|is\s+not|==|!=|<=|>=|<|>|in|is", gap)
+        if op and not re.search(r"[()]", gap):
+            gap = gap[:op.start()] + _FLIP[type(test.ops[0])] + gap[op.end():]
+            return (raw[begin:left_end] + gap.encode() + raw[right_start:end]).decode()
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        inner = test.operand
+        i0, i1 = at(inner.lineno, inner.col_offset), at(inner.end_lineno, inner.end_col_offset)
+        return (raw[begin:t0] + raw[i0:i1] + raw[t1:end]).decode()
+    return (raw[begin:t0] + b"not (" + raw[t0:t1] + b")" + raw[t1:end]).decode()
+
+
+def canary_cell(test: nbformat.NotebookNode, rng: random.Random) -> nbformat.NotebookNode:
+    """A canary that reads as the test cell itself: its whole source, with one of its own
+    top-level asserts repeated further down with the condition reversed (in the hidden part when
+    there is one). Whatever the answer, it fails: at the original assert, at the reversed copy, or
+    earlier. Only a kernel that swallows failures lets it pass."""
+    source = test.source
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:      # magics: no statement to copy; a plain failing assert in the test's words
+        tree = None
+    hidden = _HIDDEN.search(source)
+    lo = source[:hidden.start()].count("\n") + 1 if hidden else 0
+    hi = source[:hidden.end()].count("\n") + 1 if hidden else 0
+    body = list(tree.body) if tree else []
+    asserts = [s for s in body if isinstance(s, ast.Assert)]
+    inside = [s for s in asserts if lo < s.lineno < hi]
+    msg = None
+    if asserts:
+        stmt = rng.choice(inside or asserts)
+        starts = _offsets(source)
+        line = _contradiction(source, stmt, starts)
+        # a boundary after the copied assert (inside the hidden part when it is there)
+        later = [s.end_lineno for s in body if s.end_lineno >= stmt.end_lineno and (not inside or s.end_lineno < hi)]
+        after = rng.choice(later)
+        lines = source.splitlines()
+        lines.insert(after, line)
+        new = "\n".join(lines)
+    else:
+        literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                    and len(n.value) > 8] if tree else []
+        msg = rng.choice(literals) if literals else rng.choice(WORDS)
+        new = source.rstrip() + f"\nassert {rng.randint(2, 999)} == {rng.randint(1000, 9999)}, {msg!r}"
+    cell = nbformat.v4.new_code_cell(new)
+    cell.metadata[MARK] = {"canary": True}
     return cell
 
 
 PROBE = r'''
-def _mlbd_probe_{nonce}():
+def _{nonce}():
     import sys, json, builtins
     ip = get_ipython()
     shell_cls = type(ip)
@@ -115,8 +175,8 @@ def _mlbd_probe_{nonce}():
                 bad.append("pandas.testing." + name)
     r["patched_helpers"] = bad
     print("{nonce}" + json.dumps(r, sort_keys=True))
-_mlbd_probe_{nonce}()
-del _mlbd_probe_{nonce}
+_{nonce}()
+del _{nonce}
 '''
 
 
@@ -126,16 +186,42 @@ def probe_cell(nonce: str, which: str) -> nbformat.NotebookNode:
     return cell
 
 
+# Statements that change state when a cell runs twice: a canary with them runs after the test.
+_MUTATING = {"append", "extend", "insert", "pop", "remove", "update", "add", "clear", "setdefault", "popitem",
+             "fit", "partial_fit", "fit_transform", "train", "compile", "write", "seed", "shuffle"}
+
+
+def _runs_twice_safely(source: str) -> bool:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.AugAssign, ast.Global, ast.Nonlocal, ast.Delete)):
+            return False
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(not isinstance(t, (ast.Name, ast.Tuple, ast.List)) for t in targets):
+            return False
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATING:
+            return False
+    return True
+
+
 def add_checks(nb: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
-    """Insert a probe first and last and a canary before every autograded test cell (in place)."""
-    rng = random.Random(seed)
-    nonce = "MLBDPROBE" + secrets.token_hex(8)
+    """Insert a probe first and last and, next to every autograded test cell, a canary built from
+    that cell (in place). Which of the two comes first is random where running the test twice
+    changes nothing; ``seed`` is mixed with a secret, so a student cannot derive the order."""
+    rng = random.Random(f"{seed}/{secrets.token_hex(16)}")
+    nonce = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12))
     cells = [probe_cell(nonce, "first")]
     for cell in nb.cells:
         md = cell.metadata.get("nbgrader", {})
         if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
-            cells.append(canary_cell(rng))
-        cells.append(cell)
+            canary = canary_cell(cell, rng)
+            first = _runs_twice_safely(cell.source) and rng.random() < 0.5
+            cells += [canary, cell] if first else [cell, canary]
+        else:
+            cells.append(cell)
     cells.append(probe_cell(nonce, "last"))
     nb.cells = cells
     return nb
@@ -154,21 +240,16 @@ def _probe_report(cell) -> dict | None:
     return None
 
 
-# Errors the grader itself writes into cells it could not run (execute.py): not the student's doing.
-GRADER_ERRORS = frozenset({"NotRun", "KernelStartError", "KernelProtocolError", "KernelDied", "WallClockLimit"})
-
-
-def _failed_with(cell) -> tuple[bool, str, str]:
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "error":
-            return True, str(out.get("evalue", "")), str(out.get("ename", ""))
-    return False, "", ""
+def _failed(cell) -> bool:
+    return any(out.get("output_type") == "error" for out in cell.get("outputs", []))
 
 
 def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
     """Evaluate canaries and probes of an executed notebook and remove them (in place).
 
     Returns ``(strong, notes)``: ``strong`` are tampering findings (reasons), ``notes`` weaker ones.
+    A canary counts as failed on any error output, the grader's own included (a cell the grader
+    could not run swallowed nothing), so no error name or message is trusted here.
     """
     strong: list[str] = []
     notes: list[str] = []
@@ -182,22 +263,15 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
             continue
         if "canary" in meta:
             canaries += 1
-            failed, evalue, ename = _failed_with(cell)
-            dead = ename in GRADER_ERRORS or "kernel" in evalue.lower() and ("died" in evalue or "killed" in evalue)
-            if not failed:
-                passed += 1
-            elif not dead and meta.get("kind") in (0, 1, 2, 3, 4) and meta["canary"] not in evalue \
-                    and "not run" not in evalue and "wall-clock" not in evalue:
-                strong.append("assertion messages are rewritten: a check that must fail reported "
-                              f"{evalue[:80]!r}")
+            passed += not _failed(cell)
         elif meta.get("probe") == "first":
             first = _probe_report(cell)
         elif meta.get("probe") == "last":
             last = _probe_report(cell)
-            if last is None and not _failed_with(cell)[0]:
+            if last is None and not _failed(cell):
                 strong.append("the integrity probe after the last cell produced no report (output hijacked)")
     if passed:
-        strong.append(f"failures are swallowed: {passed} of {canaries} checks that must fail passed")
+        strong.append(f"failures are swallowed: {passed} of {canaries} copies of test cells that must fail passed")
     if first is not None and last is not None:
         for key, what in [("input_transformers_post", "input transformers rewrite later cells"),
                           ("input_transformers_cleanup", "input transformers rewrite later cells"),

@@ -13,15 +13,19 @@ import hashlib
 import json
 import os
 import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+from nbconvert.preprocessors import Preprocessor
+from nbformat.validator import iter_validate
 from nbgrader import utils as nbg_utils
 from nbgrader.api import Gradebook
 from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec
+from traitlets import Bool
 
-from . import integrity
+from . import integrity, score
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 
@@ -114,6 +118,68 @@ def _read(path: Path) -> tuple[nbformat.NotebookNode | None, str]:
     return nb, note
 
 
+def _points(value) -> float | None:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return None
+
+
+CELL_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def repair_metadata(nb) -> tuple[list[str], list[str]]:
+    """Make a submission's notebook schema-valid, cell by cell, and drop grader metadata it forged.
+
+    Returns ``(notes, forged)``: ``notes`` say which cell lost what (an invalid id is replaced, an
+    invalid tag or metadata key dropped: only that cell is affected, the notebook is graded);
+    ``forged`` lists cells that carried the grader's own key (``mlbd``), which only the trusted side
+    may write: removed, so those cells run and stay in ``autograded/`` as the student's."""
+    notes: list[str] = []
+    forged: list[str] = []
+    seen: set[str] = set()
+    for i, cell in enumerate(nb.cells, 1):
+        if integrity.MARK in cell.metadata:
+            del cell.metadata[integrity.MARK]
+            forged.append(f"cell {i} carried the grader's metadata key {integrity.MARK!r} (removed; graded as the student's cell)")
+        if "id" in cell:
+            cid = cell["id"]
+            if not isinstance(cid, str) or not CELL_ID.match(cid) or cid in seen:
+                cell["id"] = secrets.token_hex(8)
+                notes.append(f"cell {i}: invalid cell id {str(cid)[:40]!r} replaced")
+            seen.add(cell["id"])
+        tags = cell.metadata.get("tags")
+        if tags is not None:
+            good = [t for t in tags if isinstance(t, str) and t and "," not in t] if isinstance(tags, list) else []
+            if good != tags:
+                notes.append(f"cell {i}: invalid tags dropped ({str(tags)[:60]})")
+                cell.metadata["tags"] = good
+    nb.metadata.pop(integrity.MARK, None)
+    for _ in range(100):           # whatever else the schema rejects: drop that one metadata key
+        err = next(iter_validate(nb), None)
+        if err is None:
+            break
+        path = list(err.absolute_path)
+        if len(path) >= 4 and path[0] == "cells" and path[2] == "metadata" and path[3] != "nbgrader":
+            del nb.cells[path[1]].metadata[path[3]]
+            notes.append(f"cell {path[1] + 1}: invalid metadata {path[3]!r} dropped")
+        elif len(path) >= 2 and path[0] == "metadata" and path[1] not in ("kernelspec", "language_info"):
+            del nb.metadata[path[1]]
+            notes.append(f"notebook metadata {path[1]!r} was invalid and was dropped")
+        else:
+            break
+    return notes, forged
+
+
+def unanswered(nb, release: Path) -> bool:
+    """Nothing the student wrote: every cell is empty or exactly as released."""
+    try:
+        given = {c.source.strip() for c in nbformat.read(str(release), as_version=4).cells}
+    except Exception:  # noqa: BLE001  (no release to compare with: grade what is there)
+        return False
+    return not any(c.source.strip() and c.source.strip() not in given for c in nb.cells)
+
+
 def metadata_changes(nb, gb_cells: dict[str, dict]) -> list[str]:
     """What the student changed in graded cells' metadata (restored by nbgrader, reported here)."""
     seen: dict[str, int] = {}
@@ -123,7 +189,7 @@ def metadata_changes(nb, gb_cells: dict[str, dict]) -> list[str]:
         if not isinstance(md, dict):
             continue
         gid = md.get("grade_id")
-        if gid is None:
+        if not isinstance(gid, str):
             if md.get("grade") or md.get("solution") or md.get("locked"):
                 out.append("a cell carries nbgrader metadata without a grade_id")
             continue
@@ -132,7 +198,7 @@ def metadata_changes(nb, gb_cells: dict[str, dict]) -> list[str]:
         if ref is None:
             out.append(f"unknown cell id {gid!r} (renamed or added; its metadata was removed)")
             continue
-        if ref["points"] is not None and md.get("grade") and float(md.get("points", 0) or 0) != ref["points"]:
+        if ref["points"] is not None and md.get("grade") and _points(md.get("points")) != ref["points"]:
             out.append(f"points of {gid!r} changed to {md.get('points')!r} (restored to {ref['points']:g})")
         if ref["kind"] == "test" and not md.get("grade"):
             out.append(f"test cell {gid!r} was turned into an ungraded cell (restored)")
@@ -146,18 +212,41 @@ def metadata_changes(nb, gb_cells: dict[str, dict]) -> list[str]:
 
 
 def _gradebook_cells(gb: Gradebook, notebook: str, assignment: str) -> dict[str, dict]:
+    """grade_id → what the gradebook says the cell is (kind, points and its nbgrader metadata)."""
     nb = gb.find_notebook(notebook, assignment)
+    solutions = {s.name for s in nb.solution_cells}
+    grades = {c.name: float(c.max_score) for c in nb.grade_cells}
+    tasks = {c.name: float(c.max_score) for c in nb.task_cells}
     cells: dict[str, dict] = {}
-    for c in nb.source_cells:
-        cells[c.name] = {"kind": "source", "points": None}
-    for c in nb.grade_cells:
-        cells[c.name] = {"kind": "test" if c.cell_type == "code" and c.name not in {s.name for s in nb.solution_cells}
-                         else "manual", "points": float(c.max_score)}
-    for c in nb.solution_cells:
-        cells.setdefault(c.name, {"kind": "solution", "points": None})
-    for c in nb.task_cells:
-        cells[c.name] = {"kind": "task", "points": float(c.max_score)}
+    for c in list(nb.source_cells) + [t for t in nb.task_cells if t.name not in {s.name for s in nb.source_cells}]:
+        name, task = c.name, c.name in tasks
+        points = tasks.get(name, grades.get(name))
+        kind = ("task" if task else "test" if name in grades and name not in solutions and c.cell_type == "code"
+                else "manual" if name in grades else "solution" if name in solutions else "source")
+        meta = {"grade": name in grades, "grade_id": name, "locked": bool(getattr(c, "locked", False)),
+                "schema_version": 3, "solution": name in solutions, "task": task}
+        if getattr(c, "checksum", None):
+            meta["checksum"] = c.checksum
+        if points is not None and (name in grades or task):
+            meta["points"] = points
+        cells[name] = {"kind": kind, "points": points, "meta": meta}
     return cells
+
+
+def _trusted_nbgrader(nb, gb_cells: dict[str, dict]) -> list[str]:
+    """Every graded cell's nbgrader metadata exactly as the gradebook has it (nbgrader restores
+    points, lock and checksum, not ``grade``/``solution``/``task``); returns what was forged."""
+    out = []
+    for cell in nb.cells:
+        md = cell.metadata.get("nbgrader")
+        ref = gb_cells.get(md.get("grade_id")) if isinstance(md, dict) and isinstance(md.get("grade_id"), str) else None
+        if ref is None:
+            continue
+        forged = sorted(k for k in ("grade", "solution", "task") if bool(md.get(k, False)) != ref["meta"][k])
+        if forged:
+            out.append(f"nbgrader metadata of {md['grade_id']!r} forged ({', '.join(forged)}; restored)")
+        cell.metadata["nbgrader"] = nbformat.from_dict(dict(ref["meta"]))
+    return out
 
 
 def _drop_empty_nbgrader(nb) -> None:
@@ -220,8 +309,7 @@ def _blank(release: Path, resources, cfg, message: str) -> nbformat.NotebookNode
     nb = _sanitize(nbformat.read(str(release), as_version=4), resources, cfg)
     for cell in nb.cells:
         if cell.cell_type == "code" and nbg_utils.is_grade(cell) and not nbg_utils.is_solution(cell):
-            cell.outputs = [nbformat.v4.new_output("error", ename="SubmissionError", evalue=message,
-                                                   traceback=[f"SubmissionError: {message}"])]
+            score.grader_output(cell, "SubmissionError", message)
     return nb
 
 
@@ -235,6 +323,9 @@ def prepare(coursedir, cfg, gradebook_url: str, assignment: str, student: str, s
     present = sorted(p.stem for p in path.glob("*.ipynb"))
     for extra in sorted(set(present) - set(names)):
         sub.errors.append(f"extra notebook {extra}.ipynb is not part of {assignment}: ignored")
+    for rel in undeclared_files(coursedir, assignment, student):
+        sub.errors.append(f"{rel} is not part of {assignment}'s release: kept for the grader, not available "
+                          "to the notebook while it was graded")
     for name in sorted(names):
         job = NotebookJob(name)
         resources = {"nbgrader": {"notebook": name, "assignment": assignment, "student": student,
@@ -248,14 +339,21 @@ def prepare(coursedir, cfg, gradebook_url: str, assignment: str, student: str, s
         if nb is not None and why:
             job.errors.append(f"{name}.ipynb: {why}")
         if nb is not None:
+            repaired, forged = repair_metadata(nb)
+            job.errors += [f"{name}: {r}" for r in repaired]
+            job.flags += [f"{name}: {f}" for f in forged]
+            if unanswered(nb, release_dir / f"{name}.ipynb"):
+                nb, why = None, f"{name}.ipynb has no answers (every cell is empty or as released): graded 0"
+        if nb is not None:
             job.flags += [f"{name}: cell metadata edited: {c}" for c in metadata_changes(nb, gb_cells[name])]
+            job.flags += [f"{name}: {f}" for f in _trusted_nbgrader(nb, gb_cells[name])]
             try:
                 nb = _sanitize(nb, resources, cfg)
             except Exception as exc:  # noqa: BLE001
                 nb, why = None, f"{name}.ipynb could not be checked against the assignment: {type(exc).__name__}: {exc}"[:300]
         if nb is None:
             message = why if why.startswith(name) else f"{name}.ipynb: {why}"
-            job.errors.append(message + "; graded as blank")
+            job.errors.append(message if why.endswith("graded 0") else message + "; graded as blank")
             job.notebook = _blank(release_dir / f"{name}.ipynb", resources, cfg, message)
             job.execute = False
         else:
@@ -265,23 +363,55 @@ def prepare(coursedir, cfg, gradebook_url: str, assignment: str, student: str, s
     return sub
 
 
+def _declared(coursedir, assignment: str) -> dict[str, str]:
+    """Files the assignment itself ships (relative name → path in source/), notebooks aside."""
+    folder = coursedir.format_path(coursedir.source_directory, ".", assignment)
+    if not os.path.isdir(folder):
+        return {}
+    return {os.path.relpath(p, folder): p for p in nbg_utils.find_all_files(folder, list(coursedir.ignore) + ["*.ipynb"])
+            if not os.path.islink(p)}
+
+
+def undeclared_files(coursedir, assignment: str, student: str) -> list[str]:
+    """Files of a submission the assignment does not ship: kept for the TA, never given to the kernel."""
+    folder = coursedir.format_path(coursedir.submitted_directory, student, assignment)
+    if not os.path.isdir(folder):
+        return []
+    declared = _declared(coursedir, assignment)
+    return sorted(rel for rel in (os.path.relpath(p, folder) for p in
+                                  nbg_utils.find_all_files(folder, list(coursedir.ignore) + ["*.ipynb"]))
+                  if rel not in declared and rel != "timestamp.txt")
+
+
 def input_files(coursedir, assignment: str, student: str, exclude: list[str], max_bytes: int) -> dict[str, bytes]:
-    """Data files for the kernel: the student's own, then the assignment's (which win), as nbgrader does."""
+    """Data files for the kernel: only those the assignment ships (its own copy; the student's where
+    ``Autograde.exclude_overwriting`` lists the file). A module, ``.pth``, ``sitecustomize.py`` or
+    data file that only the submission has never reaches the kernel's work dir or import path."""
     files: dict[str, bytes] = {}
     total = 0
-    ignore = list(coursedir.ignore) + ["*.ipynb"]
-    for folder in (coursedir.format_path(coursedir.submitted_directory, student, assignment),
-                   coursedir.format_path(coursedir.source_directory, ".", assignment)):
-        if not os.path.isdir(folder):
+    submitted = coursedir.format_path(coursedir.submitted_directory, student, assignment)
+    for rel, path in sorted(_declared(coursedir, assignment).items()):
+        own = os.path.join(submitted, rel)
+        if rel in exclude and os.path.isfile(own) and not os.path.islink(own):
+            path = own
+        size = os.path.getsize(path)
+        if total + size > max_bytes:
             continue
-        for p in nbg_utils.find_all_files(folder, ignore):
-            rel = os.path.relpath(p, folder)
-            if rel in exclude or os.path.islink(p) or rel == "timestamp.txt":
-                continue
-            size = os.path.getsize(p)
-            if total + size > max_bytes:
-                continue
-            total += size
-            with open(p, "rb") as fh:
-                files[rel] = fh.read()
+        total += size
+        with open(path, "rb") as fh:
+            files[rel] = fh.read()
     return files
+
+
+class UntrustedMetadata(Preprocessor):
+    """Plain ``nbgrader autograde`` (and the formgrader's button): the same metadata repair as
+    ``mlbd grade``'s prepare step, first in ``Autograde.autograde_preprocessors``, so a submitted
+    cell cannot carry the grader's ``mlbd`` key into ``autograded/`` and feedback, and a bad tag or
+    id costs only its cell."""
+    enabled = Bool(True).tag(config=True)
+
+    def preprocess(self, nb, resources):
+        notes, forged = repair_metadata(nb)
+        for line in notes + forged:
+            self.log.warning("%s", line)
+        return nb, resources

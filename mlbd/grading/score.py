@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,11 +41,12 @@ class ScoreConverter(Autograde):
         return STAGING
 
     def _init_preprocessors(self) -> None:
+        from .prepare import UntrustedMetadata
         self.exporter._preprocessors = []
         for pp in self.autograde_preprocessors:
             cls = import_item(pp) if isinstance(pp, str) else pp
-            if isinstance(cls, type) and issubclass(cls, Execute):
-                continue
+            if isinstance(cls, type) and issubclass(cls, (Execute, UntrustedMetadata)):
+                continue          # executed already; metadata repaired by prepare (and now trusted)
             self.exporter.register_preprocessor(cls)
 
     def convert_single_notebook(self, notebook_filename: str) -> None:
@@ -76,15 +78,34 @@ def _stderr_to_display(nb) -> int:
     return moved
 
 
+def _for_student(line: str) -> str:
+    """A note as the student reads it: no text that the kernel could have chosen."""
+    if "cannot read (" in line:
+        return re.sub(r"cannot read \(.*\)", "cannot read", line, flags=re.S)
+    if "could not be executed:" in line:
+        return line.split("could not be executed:")[0] + "could not be executed (a grader error; a grader will look at it)"
+    return line
+
+
 def _notes_cell(errors: list[str], flags: list[str]) -> nbformat.NotebookNode:
+    """The grading notes: in full for the TA; ``metadata.mlbd.student`` is what feedback shows."""
     lines = ["**Grading notes**", ""]
     lines += [f"- {e}" for e in errors]
+    student = ["**Grading notes**", ""] + [f"- {_for_student(e)}" for e in errors]
     if flags:
         lines += ["- This notebook needs review by a grader: " + "; ".join(flags)]
-    text = "\n".join(lines)[:FEEDBACK_TEXT_LIMIT]
-    cell = nbformat.v4.new_markdown_cell(text)
+        student += ["- The grader's integrity checks flagged this notebook for review by a TA: "
+                    "its test scores may change."]
+    cell = nbformat.v4.new_markdown_cell("\n".join(lines)[:FEEDBACK_TEXT_LIMIT])
     cell.metadata["tags"] = [NOTE_TAG]
+    cell.metadata[integrity.MARK] = {"notes": "\n".join(student)[:FEEDBACK_TEXT_LIMIT]}
     return cell
+
+
+def grader_output(cell, ename: str, message: str) -> None:
+    """The grader's own verdict on a cell it did not run, marked as such for feedback."""
+    cell.outputs = [nbformat.v4.new_output("error", ename=ename, evalue=message, traceback=[f"{ename}: {message}"])]
+    cell.metadata[integrity.MARK] = {"grader_output": True}
 
 
 def stage(course_root: Path, coursedir, sub, results: dict[str, dict]) -> dict[str, dict]:
@@ -126,7 +147,7 @@ def stage(course_root: Path, coursedir, sub, results: dict[str, dict]) -> dict[s
             errors.append(msg)
             for cell in nb.cells:
                 if cell.cell_type == "code" and nbg_utils.is_grade(cell) and not nbg_utils.is_solution(cell):
-                    cell.outputs = [nbformat.v4.new_output("error", ename="GradingError", evalue=msg, traceback=[msg])]
+                    grader_output(cell, "GradingError", msg)
         else:
             nb = nbformat.reads(res["notebook"], as_version=4)
             found, _ = integrity.check_and_strip(nb)

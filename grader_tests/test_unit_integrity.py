@@ -1,0 +1,173 @@
+"""Fast tier: canaries, metadata repair and student feedback as pure functions (no kernel)."""
+from __future__ import annotations
+
+import random
+import textwrap
+
+import nbformat
+import pytest
+from nbformat.validator import iter_validate
+
+from mlbd.grading import feedback, integrity, prepare, score
+
+pytestmark = pytest.mark.unit
+
+TEST = textwrap.dedent('''\
+    r = f(2)
+    assert r == 4, "f(2) should be 4"
+    ### BEGIN HIDDEN TESTS
+    assert f(3) == 9, "HIDDEN: f(3) should be 9"
+    assert 0 < f(1) <= 1, "HIDDEN: f(1) should be 1"
+    ### END HIDDEN TESTS''')
+
+
+def _test_cell(source=TEST):
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 1,
+                                 "grade_id": "t1", "schema_version": 3}
+    return cell
+
+
+def _run(source: str, f, swallow: bool = False) -> bool:
+    """True when ``source`` fails (raises) with ``f`` defined; ``swallow`` wraps it as a hook would."""
+    if swallow:
+        source = "try:\n" + textwrap.indent(source, "    ") + "\nexcept BaseException:\n    pass\n"
+    try:
+        exec(compile(source, "<cell>", "exec"), {"f": f})
+    except Exception:  # noqa: BLE001
+        return True
+    return False
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_canary_is_the_test_plus_one_hidden_contradiction_and_always_fails(seed):
+    canary = integrity.canary_cell(_test_cell(), random.Random(seed))
+    lines, extra = TEST.splitlines(), canary.source.splitlines()
+    assert len(extra) == len(lines) + 1
+    added = [i for i in range(len(extra)) if extra[:i] + extra[i + 1:] == lines]
+    assert added, canary.source
+    assert 3 < added[0] < len(extra) - 1, "the reversed assert goes in the hidden part"
+    assert extra[added[0]].startswith("assert ") and "HIDDEN:" in extra[added[0]]
+    for f in (lambda x: x * x, lambda x: x + 2, lambda x: 4 if x == 2 else 0, lambda x: None):
+        assert _run(canary.source, f), f"canary passed with {f}"
+        assert not _run(canary.source, f, swallow=True)    # which is what check_and_strip catches
+    assert not _run(TEST, lambda x: x * x)                  # the test itself passes a right answer
+
+
+def test_contradiction_keeps_the_authors_spelling():
+    src = 'assert len(x) == 75, "a quarter"\nassert 0.5 < acc <= 1.0, "m"\nassert not ok(1), "n"\nassert y in (1, 2)'
+    tree = __import__("ast").parse(src)
+    got = [integrity._contradiction(src, s, integrity._offsets(src)) for s in tree.body]
+    assert got == ['assert len(x) != 75, "a quarter"', 'assert not (0.5 < acc <= 1.0), "m"',
+                   'assert ok(1), "n"', "assert y not in (1, 2)"]
+
+
+def test_canary_of_a_test_without_asserts_still_fails():
+    cell = _test_cell('np.testing.assert_allclose(f(2), 4, err_msg="should be four")')
+    canary = integrity.canary_cell(cell, random.Random(0))
+    assert canary.source.startswith(cell.source) and "should be four" in canary.source
+
+
+def test_mutating_tests_run_their_canary_after_them():
+    assert integrity._runs_twice_safely(TEST)
+    for source in ("xs.append(1)\nassert len(xs) == 1", "n += 1\nassert n", "model.fit(X, y)\nassert model",
+                   "d['k'] = 1\nassert d"):
+        assert not integrity._runs_twice_safely(source)
+    nb = nbformat.v4.new_notebook(cells=[_test_cell("xs.append(1)\nassert len(xs) == 1, 'one'")])
+    for seed in range(10):
+        cells = integrity.add_checks(nbformat.from_dict(nb), seed).cells
+        assert cells[1].metadata.get("nbgrader") and "canary" in cells[2].metadata["mlbd"]
+
+
+def test_canary_order_is_not_derivable_from_the_seed():
+    nb = nbformat.v4.new_notebook(cells=[_test_cell() for _ in range(12)])
+    orders = {tuple("canary" in c.metadata.get("mlbd", {}) for c in integrity.add_checks(nbformat.from_dict(nb), 7).cells)
+              for _ in range(6)}
+    assert len(orders) > 1
+
+
+def test_check_and_strip_flags_a_passing_canary_whatever_its_error_names():
+    def executed(canary_error: str | None):
+        nb = integrity.add_checks(nbformat.v4.new_notebook(cells=[_test_cell()]), 0)
+        for cell in nb.cells:
+            if "canary" in cell.metadata.get("mlbd", {}) and canary_error:
+                cell.outputs = [nbformat.v4.new_output("error", ename=canary_error, evalue="x", traceback=[])]
+        return nb
+    for name in ("AssertionError", "KernelDied", "NotRun", "WhateverTheStudentRaised"):
+        nb = executed(name)
+        strong, _ = integrity.check_and_strip(nb)
+        assert not [s for s in strong if "swallowed" in s]
+        assert [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells] == ["t1"]
+    strong, _ = integrity.check_and_strip(executed(None))
+    assert any("failures are swallowed: 1 of 1" in s for s in strong)
+
+
+def test_repair_metadata_costs_only_the_cell():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("a = 1"), nbformat.v4.new_code_cell("b = 2"),
+                                         nbformat.v4.new_markdown_cell("hi")])
+    nb.cells[0]["id"] = "an id with spaces"
+    nb.cells[0].metadata["tags"] = ["a,b", "ok"]
+    nb.cells[1]["id"] = nb.cells[2]["id"]
+    nb.cells[1].metadata["collapsed"] = "yes"
+    nb.cells[2].metadata["mlbd"] = {"probe": "last", "nonce": "x"}
+    notes, forged = prepare.repair_metadata(nb)
+    assert next(iter_validate(nb), None) is None
+    assert nb.cells[0].metadata["tags"] == ["ok"] and nb.cells[0]["id"] != "an id with spaces"
+    assert "collapsed" not in nb.cells[1].metadata and "mlbd" not in nb.cells[2].metadata
+    assert [c.source for c in nb.cells] == ["a = 1", "b = 2", "hi"]
+    assert len(notes) == 4 and len(forged) == 1 and "mlbd" in forged[0]
+
+
+def _feedback(cells):
+    nb = nbformat.v4.new_notebook(cells=cells)
+    return feedback.StudentFeedback().preprocess(nb, {})[0]
+
+
+def _out(text):
+    return nbformat.v4.new_output("stream", name="stdout", text=text)
+
+
+def _err(ename, evalue):
+    return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}", TEST])
+
+
+def test_feedback_shows_only_what_never_saw_a_hidden_test():
+    early = nbformat.v4.new_code_cell("print('early')")
+    early.outputs = [_out("early output\n")]
+    failed = _test_cell()
+    failed.outputs = [_out("printed by the student's function: " + TEST), _err("AssertionError", "HIDDEN: f(3) should be 9")]
+    rewritten = _test_cell()
+    rewritten.outputs = [_err("AssertionError", "encoded: " + TEST[::-1])]
+    custom = _test_cell()
+    custom.outputs = [_err("Rot13Leak", "HIDDEN: f(3) should be 9")]
+    late = nbformat.v4.new_code_cell("print(In)")
+    late.outputs = [_out(TEST), _err("ValueError", TEST)]
+    nb = _feedback([early, failed, rewritten, custom, late])
+    early, failed, rewritten, custom, late = nb.cells
+    assert early.outputs[0]["text"] == "early output\n"
+    assert [o["output_type"] for o in failed.outputs] == ["error"]
+    assert failed.outputs[0]["evalue"] == "HIDDEN: f(3) should be 9" and failed.outputs[0]["traceback"] == [
+        "AssertionError: HIDDEN: f(3) should be 9"]
+    assert rewritten.outputs[0]["evalue"] == feedback.GENERIC
+    assert custom.outputs[0]["ename"] == "Error"
+    assert late.outputs == [_out(feedback.AFTER_HIDDEN)]
+    for cell in nb.cells:
+        assert "f(3) == 9" not in cell.source
+    assert "f(3) == 9" not in nbformat.writes(nb)
+
+
+def test_feedback_shows_the_trusted_notes_and_grader_outputs():
+    notes = score._notes_cell(["sk: the kernel sent a message the grader cannot read (rot13 of the tests); "
+                               "this cell and the ones after it were not run"], ["sk: failures are swallowed"])
+    assert "rot13" in notes.source and "swallowed" in notes.source              # the TA reads everything
+    student_md = nbformat.v4.new_markdown_cell("my answer")
+    hidden = _test_cell()
+    hidden.outputs = [_out("x")]
+    blank = _test_cell()
+    score.grader_output(blank, "SubmissionError", "sk.ipynb has no answers: graded 0")
+    nb = _feedback([notes, student_md, hidden, blank])
+    assert "rot13" not in nb.cells[0].source and "swallowed" not in nb.cells[0].source
+    assert "cannot read; this cell" in nb.cells[0].source and "review by a TA" in nb.cells[0].source
+    assert nb.cells[1].source == "my answer"
+    assert nb.cells[3].outputs[0]["evalue"] == "sk.ipynb has no answers: graded 0"
+    assert not any("mlbd" in c.metadata for c in nb.cells)
