@@ -55,7 +55,16 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata"]
 # Student HTML and scripts (outputs, markdown answers) are sanitized wherever nbconvert renders
 # them: the formgrader (same origin as the hub: a script there acts as the TA) and feedback.
+# sanitize_html alone misses markdown (nbgrader's templates skip it) and image metadata: the filters
+# and the preprocessor sanitize every piece with one allowlist (mlbd/render/sanitize.py). The
+# formgrader's grading page also shows each manual answer's rubric from source/ (TAs only).
 c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.filters = {"markdown2html": "mlbd.render.sanitize.markdown2html",
+                          "clean_html": "mlbd.render.sanitize.clean_html"}
+c.HTMLExporter.preprocessors = ["mlbd.render.sanitize.SanitizeNotebook", "mlbd.render.rubric.Rubrics"]
+# `nbgrader export`: quoted CSV with spreadsheet formulas neutralised (nbgrader's own writes names as
+# they are); `--exporter=mlbd.export.CanvasExportPlugin` for Canvas' gradebook import.
+c.ExportApp.plugin_class = "mlbd.export.SafeCsvExportPlugin"
 # Feedback: hidden tests' source hidden, failure messages shown, size bounded.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades", "mlbd.grading.feedback.StudentFeedback",

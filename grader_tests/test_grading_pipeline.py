@@ -110,7 +110,8 @@ def test_report_formats(graded, tmp_path):
     got = {s["student"]: s["score"] for s in data["submissions"]}
     assert got == EXPECTED
     for s in data["submissions"]:
-        assert set(s) == {"student", "score", "max_score", "flags", "errors"} and s["max_score"] == 10.0
+        assert set(s) == {"student", "status", "score", "max_score", "flags", "errors"} and s["max_score"] == 10.0
+        assert s["status"] == "graded"
         assert isinstance(s["flags"], list) and isinstance(s["errors"], list)
     ours = mlbd("report", w.ASSIGNMENT, "--course-dir", str(course), "--format", "csv").stdout
     nbgrader(course, "export", "--to", str(tmp_path / "export.csv"))

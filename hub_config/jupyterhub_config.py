@@ -10,6 +10,7 @@ the authenticator (see README, "Logging in for real"); everything else stays.
 import os
 import sys
 
+from mlbd.formgrader import CONFIG_DIR as FORMGRADER_CONFIG
 from mlbd.hub import accounts, formgrader_service, profiles
 from mlbd.hub.settings import HubSettings
 
@@ -124,7 +125,8 @@ c.JupyterHub.services = [
         "oauth_client_allowed_scopes": [formgrader_service.FULL_ACCESS_SCOPE],  # in instructors' tokens only
         "environment": {
             "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
-            "JUPYTER_CONFIG_PATH": str(s.etc / "grader"),
+            # + mlbd.formgrader: submission files by allowlist, active types as downloads in a CSP sandbox
+            "JUPYTER_CONFIG_PATH": f"{s.etc / 'grader'}{os.pathsep}{FORMGRADER_CONFIG}",
             "JUPYTERHUB_DEFAULT_URL": "/formgrader",
             "JUPYTERHUB_DISABLE_USER_CONFIG": "1",  # no ~/.jupyter config of the course account
             "MLBD_EXCHANGE": str(s.exchange),

@@ -1,17 +1,20 @@
 """`mlbd report`: an assignment's grades from the gradebook, with the grader's flags and errors.
 
-Formats: ``table`` (rich), ``csv`` (exactly ``nbgrader export``'s CSV, this assignment's rows),
-``json`` (the schema of issue 5), ``canvas`` (a CSV that Canvas' gradebook import accepts) and
-``--plots DIR`` (a PNG histogram per question and one of the totals).
+Every student is listed: graded, failed (``mlbd grade`` could not grade the submission: its
+reason from the run record), not graded yet (a submission ``mlbd grade`` has not seen) and
+missing (a student of the gradebook without a submission).
+
+Formats: ``table`` (rich; long flags and errors wrap, nothing is cut), ``csv`` (``nbgrader
+export``'s columns, this assignment's rows), ``json`` (the schema of issue 5 plus ``status``),
+``canvas`` (a CSV that Canvas' gradebook import accepts) and ``--plots DIR`` (a PNG histogram per
+question and one of the totals). Both CSVs come from nbgrader export plugins in ``mlbd.export``
+(quoted, spreadsheet formulas neutralised).
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
 import sys
-import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -19,13 +22,31 @@ from rich.table import Table
 
 from .course import CourseError
 
+GRADED, FAILED, NOT_GRADED, MISSING = "graded", "failed", "not graded", "missing"
+
+
+@dataclass
+class Row:
+    student: str
+    status: str                       # graded | failed | not graded | missing
+    score: float = 0.0
+    max_score: float = 0.0
+    flags: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)    # for failed / not graded / missing: the reason
+    late_penalty: float = 0.0
+    needs_review: list[str] = field(default_factory=list)
+    cells: dict[str, float] = field(default_factory=dict)
+    first_name: str = ""
+    last_name: str = ""
+
 
 def collect(course_dir: Path, assignment: str) -> dict:
-    """``{"assignment", "submissions": [...], "questions": {qid: max}}`` from gradebook + records."""
+    """``{"assignment", "submissions": [Row, ...], "questions": {qid: max}}`` from gradebook, run
+    records and the submitted folder: one row per student of the gradebook or with a submission."""
     from nbgrader.api import Gradebook, MissingEntry
 
     from .grading import score as scoring
-    from .grading.pipeline import course_directory, load_config
+    from .grading.pipeline import _submitted_students, course_directory, load_config
 
     cfg = load_config(course_dir)
     cd = course_directory(course_dir, cfg)
@@ -43,69 +64,59 @@ def collect(course_dir: Path, assignment: str) -> dict:
         for nb in a.notebooks:
             for gc in nb.grade_cells:
                 questions[f"{nb.name}/{gc.name}"] = float(gc.max_score)
-        subs = []
-        for sub in sorted(a.submissions, key=lambda s: s.student.id):
+        max_score = float(a.max_score)
+        submitted = set(_submitted_students(cd, assignment))
+        rows: dict[str, Row] = {}
+        for sub in a.submissions:
             rec = scoring.read_record(root, assignment, sub.student.id) or {}
-            cells = {}
-            review = []
+            cells, review = {}, []
             for snb in sub.notebooks:
                 for g in snb.grades:
                     cells[f"{snb.name}/{g.name}"] = float(g.score or 0.0)
                     if g.needs_manual_grade:
                         review.append(f"{snb.name}/{g.name}")
-            flags = list(rec.get("flags", []))
-            subs.append({
-                "student": sub.student.id,
-                "score": float(sub.score),
-                "max_score": float(sub.max_score),
-                "flags": flags,
-                "errors": list(rec.get("errors", [])),
-                "late_penalty": float(sub.late_submission_penalty or 0.0),
-                "needs_review": sorted(review),
-                "cells": cells,
-                "first_name": sub.student.first_name or "",
-                "last_name": sub.student.last_name or "",
-            })
-    return {"assignment": assignment, "submissions": subs, "questions": questions, "db_url": cd.db_url,
-            "course_id": cd.course_id}
+            status = FAILED if rec.get("status") == FAILED else GRADED
+            rows[sub.student.id] = Row(sub.student.id, status, float(sub.score), float(sub.max_score),
+                                       list(rec.get("flags", [])), list(rec.get("errors", [])),
+                                       float(sub.late_submission_penalty or 0.0), sorted(review), cells,
+                                       sub.student.first_name or "", sub.student.last_name or "")
+        names = {st.id: st for st in gb.students}
+        for student in sorted(set(names) | submitted):
+            if student in rows:
+                continue
+            st = names.get(student)
+            first, last = (st.first_name or "", st.last_name or "") if st else ("", "")
+            rec = scoring.read_record(root, assignment, student) or {}
+            if student not in submitted:
+                rows[student] = Row(student, MISSING, 0.0, max_score, errors=["no submission"], first_name=first, last_name=last)
+            elif rec.get("status") == FAILED:
+                rows[student] = Row(student, FAILED, 0.0, max_score, errors=list(rec.get("errors", [])) or ["grading failed"],
+                                    first_name=first, last_name=last)
+            else:
+                rows[student] = Row(student, NOT_GRADED, 0.0, max_score, errors=[f"submitted, not graded yet: run mlbd grade {assignment}"],
+                                    first_name=first, last_name=last)
+    return {"assignment": assignment, "submissions": [rows[k] for k in sorted(rows)], "questions": questions,
+            "db_url": cd.db_url, "course_id": cd.course_id}
 
 
-def nbgrader_csv(course_dir: Path, assignment: str, data: dict) -> str:
-    """``nbgrader export``'s CSV restricted to this assignment (its own exporter, not a copy)."""
+def export_csv(data: dict, plugin_class) -> str:
+    """This assignment's rows through one of ``mlbd.export``'s nbgrader export plugins."""
     from nbgrader.api import Gradebook
-    from nbgrader.plugins.export import CsvExportPlugin
 
-    fd, tmp = tempfile.mkstemp(suffix=".csv")
-    os.close(fd)
-    try:
-        plugin = CsvExportPlugin(to=tmp, assignment=[assignment])
-        with Gradebook(data["db_url"], data["course_id"]) as gb:
-            plugin.export(gb)
-        return Path(tmp).read_text()
-    finally:
-        os.unlink(tmp)
-
-
-def canvas_csv(data: dict) -> str:
-    """Canvas gradebook import: Student, ID, SIS User ID, SIS Login ID, Section, then the assignment
-    column; the second row holds 'Points Possible'. Students are matched on SIS Login ID."""
-    max_score = max((s["max_score"] for s in data["submissions"]), default=sum(data["questions"].values()))
-    col = data["assignment"]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", col])
-    w.writerow(["    Points Possible", "", "", "", "", f"{max_score:g}"])
-    for s in data["submissions"]:
-        name = ", ".join(x for x in (s["last_name"], s["first_name"]) if x) or s["student"]
-        w.writerow([name, "", s["student"], s["student"], "", f"{s['score']:g}"])
-    return buf.getvalue()
+    with Gradebook(data["db_url"], data["course_id"]) as gb:
+        return plugin_class(assignment=[data["assignment"]]).text(gb)
 
 
 def as_json(data: dict) -> str:
     out = {"assignment": data["assignment"],
-           "submissions": [{k: s[k] for k in ("student", "score", "max_score", "flags", "errors")}
+           "submissions": [{k: asdict(s)[k] for k in ("student", "status", "score", "max_score", "flags", "errors")}
                            for s in data["submissions"]]}
     return json.dumps(out, indent=2)
+
+
+def graded(data: dict) -> list[Row]:
+    """The rows with a grade (statistics and plots leave out failed, ungraded and missing ones)."""
+    return [s for s in data["submissions"] if s.status == GRADED]
 
 
 def plots(data: dict, folder: Path) -> list[Path]:
@@ -116,7 +127,7 @@ def plots(data: dict, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for qid, max_pts in data["questions"].items():
-        values = [s["cells"].get(qid, 0.0) for s in data["submissions"]]
+        values = [s.cells.get(qid, 0.0) for s in graded(data)]
         fig, ax = plt.subplots(figsize=(4, 3))
         ax.hist(values, bins=min(20, max(2, int(max_pts * 2) + 1)), range=(0, max(max_pts, 1e-9)), color="#4878a8")
         ax.set_title(f"{data['assignment']} · {qid} (max {max_pts:g})", fontsize=9)
@@ -127,8 +138,8 @@ def plots(data: dict, folder: Path) -> list[Path]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
-    totals = [s["score"] for s in data["submissions"]]
-    top = max([s["max_score"] for s in data["submissions"]] + [sum(data["questions"].values()), 1e-9])
+    totals = [s.score for s in graded(data)]
+    top = max([s.max_score for s in graded(data)] + [sum(data["questions"].values()), 1e-9])
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist(totals, bins=20, range=(0, top), color="#d08040")
     ax.set_title(f"{data['assignment']}: total score (n={len(totals)})", fontsize=10)
@@ -143,25 +154,31 @@ def plots(data: dict, folder: Path) -> list[Path]:
 
 
 def table(data: dict, console: Console) -> None:
+    """Every row in full: long flags and reasons wrap (``overflow="fold"``) at any width, never cut."""
     t = Table(title=f"{data['assignment']}: grades")
-    for col in ("student", "score", "max", "needs review", "flags", "errors"):
-        t.add_column(col)
+    for col in ("student", "status", "score", "max", "needs review"):
+        t.add_column(col, overflow="fold")
+    t.add_column("flags", overflow="fold", ratio=1)
+    t.add_column("errors / reason", overflow="fold", ratio=1)
     for s in data["submissions"]:
-        t.add_row(s["student"], f"{s['score']:g}", f"{s['max_score']:g}", str(len(s["needs_review"])) if s["needs_review"] else "",
-                  "\n".join(f[:90] for f in s["flags"][:3]), "\n".join(e[:90] for e in s["errors"][:3]))
+        t.add_row(s.student, s.status, f"{s.score:g}", f"{s.max_score:g}", str(len(s.needs_review)) if s.needs_review else "",
+                  "\n".join(s.flags), "\n".join(s.errors))
     console.print(t)
-    scores = [s["score"] for s in data["submissions"]]
+    done = graded(data)
+    scores = [s.score for s in done]
+    counts = {st: sum(s.status == st for s in data["submissions"]) for st in (FAILED, NOT_GRADED, MISSING)}
     if scores:
         mean = sum(scores) / len(scores)
-        console.print(f"{len(scores)} submissions, mean {mean:.2f}, min {min(scores):g}, max {max(scores):g}; "
-                      f"{sum(bool(s['flags']) for s in data['submissions'])} flagged, "
-                      f"{sum(bool(s['errors']) for s in data['submissions'])} with errors")
+        console.print(f"{len(scores)} graded, mean {mean:.2f}, min {min(scores):g}, max {max(scores):g}; "
+                      f"{sum(bool(s.flags) for s in done)} flagged, {sum(bool(s.errors) for s in done)} with errors")
+    if any(counts.values()):
+        console.print(", ".join(f"{n} {st}" for st, n in counts.items() if n))
     qt = Table(title="per question")
     for col in ("question", "max", "mean", "full marks"):
         qt.add_column(col)
-    n = max(1, len(data["submissions"]))
+    n = max(1, len(done))
     for qid, mx in data["questions"].items():
-        vals = [s["cells"].get(qid, 0.0) for s in data["submissions"]]
+        vals = [s.cells.get(qid, 0.0) for s in done]
         qt.add_row(qid, f"{mx:g}", f"{sum(vals) / n:.2f}", f"{sum(v >= mx for v in vals)}/{len(vals)}")
     console.print(qt)
 
@@ -173,10 +190,10 @@ def report(course_dir: Path, assignment: str, fmt: str = "table", plots_dir: str
     data = collect(course_dir, assignment)
     if fmt == "json":
         out.write(as_json(data) + "\n")
-    elif fmt == "csv":
-        out.write(nbgrader_csv(course_dir, assignment, data))
-    elif fmt == "canvas":
-        out.write(canvas_csv(data))
+    elif fmt in ("csv", "canvas"):
+        from .export import CanvasExportPlugin, SafeCsvExportPlugin
+
+        out.write(export_csv(data, CanvasExportPlugin if fmt == "canvas" else SafeCsvExportPlugin))
     else:
         table(data, Console(file=out) if out is not sys.stdout else Console())
     if plots_dir:

@@ -175,6 +175,7 @@ def _run(pool, todo, results, root, cd, cfg, assignment, sandbox_cfg, timeout, e
         except Exception as exc:  # noqa: BLE001  (one submission never stops the run)
             results[student] = StudentResult(student, "failed", errors=[f"scoring failed: {type(exc).__name__}: {exc}"[:400]],
                                               seconds=time.perf_counter() - started[student])
+            record_failure(root, assignment, student, results[student].errors)
         progress.update(task, advance=1, last=student)
 
     def collect(block: bool) -> None:
@@ -202,6 +203,7 @@ def _run(pool, todo, results, root, cd, cfg, assignment, sandbox_cfg, timeout, e
                 files = prepare.input_files(cd, assignment, student, exclude, box.copy_max_mb * 2**20)
             except Exception as exc:  # noqa: BLE001
                 results[student] = StudentResult(student, "failed", errors=[f"preparing failed: {type(exc).__name__}: {exc}"[:400]])
+                record_failure(root, assignment, student, results[student].errors)
                 progress.update(task, advance=1, last=student)
                 continue
             subs[student] = sub
@@ -219,6 +221,16 @@ def _run(pool, todo, results, root, cd, cfg, assignment, sandbox_cfg, timeout, e
             collect(block=False)
         while pending:
             collect(block=True)
+
+
+def record_failure(root: Path, assignment: str, student: str, errors: list[str]) -> None:
+    """A submission that could not be graded gets a result record with ``status: failed`` and the
+    reason, for ``mlbd report``; it has no digest, so the next run grades it again."""
+    folder = root / score.RESULTS / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp-failed-{student}"
+    tmp.write_text(json.dumps({"student": student, "assignment": assignment, "status": "failed", "errors": errors}))
+    os.replace(tmp, folder / f"{student}.json")
 
 
 def jobs_hint(pool) -> int:
