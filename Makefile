@@ -53,7 +53,7 @@ hub-deps:
 	@command -v configurable-http-proxy >/dev/null || npm install -g --silent configurable-http-proxy@$(CHP_VERSION)
 
 hub: install hub-deps
-	$(VENV)/bin/mlbd build $(HUB_BUILD)
+	$(VENV)/bin/mlbd build --only-changed $(HUB_BUILD)
 	$(VENV)/bin/mlbd hub start
 
 hub-stop:

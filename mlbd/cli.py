@@ -24,7 +24,7 @@ def _course(args) -> Path:
 def cmd_build(args) -> int:
     from .build import build
 
-    build(_course(args), args.assignments)
+    build(_course(args), args.assignments, only_changed=args.only_changed)
     return 0
 
 
@@ -117,6 +117,8 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="regenerate release/ from source/ with nbgrader")
     b.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
     b.add_argument("--course-dir")
+    b.add_argument("--only-changed", action="store_true",
+                   help="skip assignments whose release was built from today's source (release/.build.json)")
     b.set_defaults(func=cmd_build)
 
     n = sub.add_parser("nb", help="convert an instructor notebook to/from the plain-text authoring format")
