@@ -12,6 +12,8 @@ not released again. Layout under the state dir (see HubSettings):
 """
 from __future__ import annotations
 
+import difflib
+import hashlib
 import json
 import os
 import pwd
@@ -124,8 +126,64 @@ def write_config_dirs(s: HubSettings) -> None:
             os.chmod(f, 0o755 if f.is_dir() else 0o644)
 
 
+SKIP_PARTS = {".ipynb_checkpoints", "__pycache__"}
+
+
+def _digests(root: Path) -> dict[str, str]:
+    """relative path -> sha256 of every regular file under ``root`` (caches left out); a link or a
+    special file counts as a file that matches nothing (it is never followed nor written through)."""
+    if root.is_symlink():
+        return {".": "link"}
+    out = {}
+    if root.is_dir():
+        for path in sorted(root.rglob("*")):  # rglob does not descend into linked folders
+            rel = path.relative_to(root)
+            if SKIP_PARTS & set(rel.parts) or (path.is_dir() and not path.is_symlink()):
+                continue
+            if path.is_symlink() or not path.is_file():
+                out[rel.as_posix()] = "link" if path.is_symlink() else "special"
+            else:
+                out[rel.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def source_edits(s: HubSettings) -> list[str]:
+    """Files of the course copy's ``source/`` that differ from what the hub last copied there (or,
+    before a first copy, from the repository's): instructors' edits and new files (through the
+    formgrader or the course account's server) that a refresh would overwrite or delete. A file
+    deleted in the course copy loses nothing: the repository's comes back."""
+    manifest = s.hub_dir / "source-synced.json"
+    synced = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    repo, copy = _digests(Path(s.repo) / "source"), _digests(s.course_dir / "source")
+    return sorted(rel for rel, digest in copy.items() if digest not in (synced.get(rel), repo.get(rel)))
+
+
+def sync_source(s: HubSettings) -> None:
+    """The repository's source/ is the source of truth: the course copy gets what changed there,
+    but a start never overwrites what an instructor changed in the course copy; it refuses."""
+    edits = source_edits(s)
+    if edits:
+        shown = "\n  ".join(f"{s.course_dir / 'source' / rel}" for rel in edits[:20])
+        raise CourseError(
+            f"the course copy's source/ has edits the repository does not have (a start would overwrite them):\n  "
+            f"{shown}\nThe repository is the source of truth: copy each into {Path(s.repo) / 'source'} "
+            "(and commit it), or delete it from the course copy to take the repository's, then start again.")
+    repo_root, copy_root = Path(s.repo) / "source", s.course_dir / "source"
+    repo, copy = _digests(repo_root), _digests(copy_root)
+    for rel, digest in repo.items():
+        if copy.get(rel) != digest:
+            (copy_root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo_root / rel, copy_root / rel)
+    manifest = s.hub_dir / "source-synced.json"
+    synced = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    for rel in set(synced) - set(repo):  # removed from the repository since the last start
+        (copy_root / rel).unlink(missing_ok=True)
+    manifest.write_text(json.dumps(repo, indent=0, sort_keys=True))
+
+
 def sync_course(s: HubSettings) -> None:
-    """Refresh the course account's copy from the repository; keep gradebook and runtime folders.
+    """Refresh the course account's copy from the repository; keep gradebook and runtime folders
+    (``source/``: see sync_source; ``release/`` is derived and replaced).
     The repository's nbgrader_config.py also goes to the root-only hub dir: `mlbd hub grade` runs
     as root and reads that copy, never the one the course account (and so the formgrader) can edit."""
     repo = Path(s.repo)
@@ -135,13 +193,13 @@ def sync_course(s: HubSettings) -> None:
     shutil.copy2(repo / "nbgrader_config.py", s.course_dir / "nbgrader_config.py")
     shutil.copyfile(repo / "nbgrader_config.py", s.grading_config)
     os.chmod(s.grading_config, 0o600)
-    for folder in ("source", "release"):
-        for a in assignments(repo):
-            src = repo / folder / a
-            if src.is_dir():
-                dest = s.course_dir / folder / a
-                shutil.rmtree(dest, ignore_errors=True)
-                shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    sync_source(s)
+    for a in assignments(repo):
+        src = repo / "release" / a
+        if src.is_dir():
+            dest = s.course_dir / "release" / a
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*SKIP_PARTS))
     for folder in ("submitted", "autograded", "feedback"):
         (s.course_dir / folder).mkdir(exist_ok=True)
     accounts.chown_tree(s.course_dir, grader)
@@ -408,8 +466,13 @@ def start(s: HubSettings, background: bool = False, timeout: float = 120) -> sub
         log(f"JupyterHub is up at {s.url} in {time.monotonic() - t0:.1f} s. Each account logs in with its own "
             f"password (first ones: {s.passwords}, root only). Ctrl-C (or `make hub-stop`) stops everything.")
         proc.wait()
-        log(f"jupyterhub exited (status {proc.returncode}); the proxy and user servers keep running "
-            "(`mlbd hub start` or `restart` starts a hub for them, `mlbd hub stop` stops them)")
+        servers, proxy = server_pids(s), proxy_pid(s)
+        if servers or proxy:
+            log(f"jupyterhub exited (status {proc.returncode}); {len(servers)} user server(s)"
+                f"{' and the proxy' if proxy else ''} keep running (`mlbd hub start` or `restart` starts a hub "
+                "for them, `mlbd hub stop` stops them)")
+        else:
+            log(f"jupyterhub exited (status {proc.returncode}); nothing of the hub is left running")
     except KeyboardInterrupt:
         log("stopping (Ctrl-C): user servers, services, the hub and the proxy…")
         stop(s, proc)
@@ -543,8 +606,28 @@ def settings_for(repo: Path, state_dir: str | None = None, port: int | None = No
     return s
 
 
+COURSE_STEPS = {"release": "generate + release to students", "grade": "collect, then mlbd grade (sandboxed)",
+                "feedback": "generate + release feedback"}
+
+
+def course_step_assignments(s: HubSettings, action: str, names: list[str]) -> list[str]:
+    """The assignments a course step was given, each one the course has; a usage message otherwise."""
+    known = assignments(s.course_dir) or assignments(Path(s.repo))  # the hub's copy, before a first start the repo
+    if not names:
+        raise CourseError(f"usage: mlbd hub {action} ASSIGNMENT [ASSIGNMENT …] ({COURSE_STEPS[action]}); "
+                          f"assignments: {', '.join(known)}")
+    unknown = [a for a in names if a not in known]
+    if unknown:
+        hints = [f"{a!r}" + (f" (did you mean {' or '.join(m)}?)" if (m := difflib.get_close_matches(a, known, 2)) else "")
+                 for a in unknown]
+        raise CourseError(f"no such assignment: {'; '.join(hints)}. The course has: {', '.join(known)}")
+    return names
+
+
 def main(action: str, repo: Path, args) -> int:
     s = settings_for(repo, args.state_dir, args.port, args.roster)
+    if action in COURSE_STEPS:
+        course_step_assignments(s, action, args.assignments)
     if action == "start":
         t0 = time.monotonic()
         prepare(s)
