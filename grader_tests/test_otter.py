@@ -93,3 +93,38 @@ def test_otter_matches_nbgrader_on_known_wrong_answers(assignment, otter_build, 
         got = {q: otter_scores[q][0] for q in nbgrader_scores}
         assert got == nbgrader_scores
         assert sum(got.values()) < sum(_auto_points_per_question(src).values()), "the wrong answers must lose points"
+
+
+# otter's route is for trusted use only (README, "Grading on Gradescope with otter"): `otter run`
+# executes the submission as the invoking user, unsandboxed, and its tests run with `exec` in the
+# student's own namespace. These tests pin down what it therefore does not protect, so that the
+# README stays exact: when one of them fails, otter started protecting it and the README must change.
+TRUSTED_ONLY = "lecture01"
+
+# exec becomes a no-op for otter's test code only (compiled under the test's name), so otter runs
+_NO_EXEC = """
+import builtins, types
+_exec = builtins.exec
+def _quiet(code, *a, **k):
+    name = getattr(code, "co_filename", "<")
+    if isinstance(code, types.CodeType) and not name.startswith(("<", "/")) and not name.endswith(".py"):
+        return None
+    return _exec(code, *a, **k)
+builtins.exec = _quiet
+"""
+
+
+@pytest.mark.slow
+def test_otter_route_does_not_protect_against_a_patched_exec(_cache, scratch):
+    built = _cached(_cache, ("otter", TRUSTED_ONLY), lambda: otter.convert(ROOT, TRUSTED_ONLY, scratch / TRUSTED_ONLY / "otter"))
+    for src in source_notebooks(TRUSTED_ONLY):
+        expected = _auto_points_per_question(src)
+        nb = nbformat.read(str(built[src.name]["student"]), as_version=4)
+        first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+        nb.cells.insert(first_code, nbformat.v4.new_code_cell(_NO_EXEC))
+        work = scratch / TRUSTED_ONLY / "otter-untrusted" / src.stem
+        work.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(work / src.name))
+        got = otter.otter_run(built[src.name]["autograder_zip"], work / src.name, work / "run")
+        # blank answers, full marks: documented, not protected
+        assert {q: s for q, s in got.items() if q in expected} == {q: (p, p) for q, p in expected.items()}, got

@@ -14,6 +14,10 @@ so there is never a second copy of any test to keep in sync:
 * manually graded answers and tasks become otter ``manual`` questions (rubrics stay in the
   solutions only). Otter cannot autograde a manual plot judgement: such questions are exported
   for manual grading on Gradescope, which ``UNSUPPORTED`` lists for the README.
+
+Trusted use only: ``otter_run`` runs ``otter run`` unsandboxed as the calling user, and otter runs
+its tests with ``exec`` in the submission's namespace, so a submission can pass them by patching
+``builtins.exec`` or rewriting the test files (README, "otter's route is for trusted use only").
 """
 from __future__ import annotations
 
