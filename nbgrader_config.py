@@ -51,8 +51,20 @@ c.Autograde.autograde_preprocessors = [
     "mlbd.grading.prepare.UntrustedMetadata",
     "mlbd.grading.kernel.SandboxedExecute", "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor", "nbgrader.preprocessors.LimitOutput",
-    "nbgrader.preprocessors.SaveAutoGrades", "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.SaveAutoGrades", "mlbd.deadlines.ApplyDeadlines",
     "nbgrader.preprocessors.CheckCellMetadata"]
+# Due dates, extensions and the late policy (mlbd/deadlines.py): the one place. Release writes the
+# due date into the gradebook and a DEADLINE.md into the assignment students fetch; autograding
+# (ApplyDeadlines, above, in place of nbgrader's AssignLatePenalties) adds the student's extension
+# and charges lateness by the time the exchange received the submission, never the student's clock.
+# Set the term's dates here, e.g. {"lecture01": "2027-01-22 17:00", "coursework1": "2027-02-19 17:00"}
+# (hours for extensions: {"coursework1": {"s123": 48}}).
+c.Deadlines.timezone = "Europe/London"
+c.Deadlines.due = {}
+c.Deadlines.extensions = {}
+c.AssignLatePenalties.plugin_class = "mlbd.deadlines.LatePenalty"
+c.LatePenalty.per_day = 0.10   # of the notebook's score, for each day or part of a day late
+c.LatePenalty.cap = 0.5        # at most half, however late
 # Student HTML and scripts (outputs, markdown answers) are sanitized wherever nbconvert renders
 # them: the formgrader (same origin as the hub: a script there acts as the TA) and feedback.
 # sanitize_html alone misses markdown (nbgrader's templates skip it) and image metadata: the filters

@@ -104,9 +104,21 @@ def cmd_mutants(args) -> int:
                         size=args.sample, seed=args.seed, timeout=args.timeout, out=args.out)
 
 
+def cmd_deadlines(args) -> int:
+    from .deadlines import show
+
+    show(_course(args), args.assignment, args.config)
+    return 0
+
+
 def cmd_hub(args) -> int:
     from .hub import launcher
 
+    if args.action == "clean-inbound":
+        from .hub.exchange import clean_inbound_of_hub
+
+        clean_inbound_of_hub(launcher.settings_for(_course(args), args.state_dir), args.assignments)
+        return 0
     return launcher.main(args.action, _course(args), args)
 
 
@@ -158,6 +170,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--config", help="settings from this nbgrader_config.py, not the course's own (mlbd hub grade: a root-owned copy)")
     g.set_defaults(func=cmd_grade)
 
+    dl = sub.add_parser("deadlines", help="apply the configured due date, extensions and late policy to the "
+                        "gradebook (no regrading) and show who was late")
+    dl.add_argument("assignment")
+    dl.add_argument("--course-dir")
+    dl.add_argument("--config", help="settings from this nbgrader_config.py, not the course's own")
+    dl.set_defaults(func=cmd_deadlines)
+
     r = sub.add_parser("report", help="grades of an assignment: table, csv (nbgrader export), json, canvas, plots")
     r.add_argument("assignment")
     r.add_argument("--course-dir")
@@ -178,8 +197,10 @@ def parser() -> argparse.ArgumentParser:
     si.add_argument("--top", type=int, default=50, help="pairs shown side by side in the HTML report")
     si.set_defaults(func=cmd_similarity)
 
-    h = sub.add_parser("hub", help="the embedded JupyterHub: start (prepare + run), stop, restart (the hub only), status, release/grade/feedback ASSIGNMENT")
-    h.add_argument("action", choices=["start", "stop", "restart", "status", "prepare", "release", "grade", "feedback"])
+    h = sub.add_parser("hub", help="the embedded JupyterHub: start (prepare + run), stop, restart (the hub only), status, release/grade/feedback ASSIGNMENT, "
+                       "clean-inbound ASSIGNMENT (root: remove the inbound entries collect skips)")
+    h.add_argument("action", choices=["start", "stop", "restart", "status", "prepare", "release", "grade", "feedback",
+                                        "clean-inbound"])
     h.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
     h.add_argument("--course-dir")
     h.add_argument("--state-dir", help="runtime state (default: .hub/ when every user can traverse to it)")
