@@ -198,7 +198,62 @@ def bench_hub(course_dir: Path, args) -> int:
     return run_hub_bench(course_dir, args.users, out=args.out)
 
 
-BENCHES = {"content": bench_content, "data": bench_data, "grade": bench_grade, "hub": bench_hub}
+def bench_analytics(course_dir: Path, args) -> int:
+    """`report --items` and `similarity` on synthetic cohorts of an assignment (mlbd/cohort.py)."""
+    import csv as csv_mod
+    import os
+    import resource
+    import shutil
+
+    from . import cohort, items_report, similarity
+    from .demo import scratch_course
+
+    assignment = (args.assignments or ["coursework1"])[0]
+    check_assignments(course_dir, [assignment])
+    sizes = [int(x) for x in str(args.sizes).split(",") if x]
+    table = Table(title=f"{assignment}: question statistics and similarity on synthetic cohorts "
+                        f"({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start)")
+    rows = []
+    for col in ("submissions", "setup s", "--items s", "--items cpu s", "similarity s", "similarity cpu s",
+                "pairs flagged", "planted in top", "load"):
+        table.add_column(col)
+
+    def cpu() -> float:     # this process and its finished children (similarity's fingerprinting pool)
+        return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                      resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    with tempfile.TemporaryDirectory(prefix="mlbd-bench-analytics-") as tmp:
+        base = Path(tmp) / "base"
+        (Path(tmp) / "exchange").mkdir()
+        scratch_course(course_dir, assignment, base, Path(tmp) / "exchange")
+        for n in sizes:
+            course = Path(tmp) / f"n{n}"
+            shutil.copytree(base, course)
+            t0 = time.perf_counter()
+            planted = cohort.make(course, assignment, n)
+            setup = time.perf_counter() - t0
+            c0, t0 = cpu(), time.perf_counter()
+            items_report.write(course, assignment, course / "out")
+            items_s, items_cpu = time.perf_counter() - t0, cpu() - c0
+            c0, t0 = cpu(), time.perf_counter()
+            similarity.run(course, assignment, out=str(course / "out"))
+            sim_s, sim_cpu = time.perf_counter() - t0, cpu() - c0
+            ranked = list(csv_mod.DictReader(open(course / "out" / "similarity.csv")))
+            top = {frozenset((r["student_a"], r["student_b"])) for r in ranked[: len(planted)]}
+            found = sum(frozenset(p) in top for p in planted)
+            row = {"submissions": n, "setup_s": round(setup, 1), "items_s": round(items_s, 2),
+                   "items_cpu_s": round(items_cpu, 2), "similarity_s": round(sim_s, 2),
+                   "similarity_cpu_s": round(sim_cpu, 2), "pairs_flagged": len(ranked),
+                   "planted_in_top": f"{found}/{len(planted)}", "load": round(os.getloadavg()[0], 1)}
+            rows.append(row)
+            table.add_row(*(str(v) for v in row.values()))
+            shutil.rmtree(course)
+    _emit(table, rows, args.out)
+    return 0
+
+
+BENCHES = {"content": bench_content, "data": bench_data, "grade": bench_grade, "hub": bench_hub,
+           "analytics": bench_analytics}
 
 
 def run(what: str, course_dir: Path, args) -> int:

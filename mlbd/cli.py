@@ -151,6 +151,7 @@ def parser() -> argparse.ArgumentParser:
                     help="grade benchmark: alternating sandboxed/unsandboxed runs the overhead is the median of")
     be.add_argument("--coursework", default="coursework2",
                     help="grade benchmark: also time one reference submission of this assignment ('' to skip)")
+    be.add_argument("--sizes", default="100,300,1000", help="analytics benchmark: synthetic cohort sizes")
     be.set_defaults(func=cmd_bench)
 
     o = sub.add_parser("otter", help="convert an assignment to otter-grader (student notebook + Gradescope autograder zip)")

@@ -8,8 +8,8 @@ adds for notebooks:
 - a student's document is the code of their **solution cells** only (the cells whose nbgrader
   ``grade_id`` the release marks as solutions), one document per student over all notebooks;
 - the **release's handed-out code** (stubs, signatures, set-up cells) is boilerplate: its
-  fingerprints are removed, and a cell left unchanged or **trivial** (under ``min_chars`` of
-  tokenised code) is dropped;
+  fingerprints are removed, and a cell left unchanged or **trivial** (under ``min_tokens``
+  Python tokens) is dropped;
 - fingerprints shared by more than ``common_share`` of the cohort (the one obvious way to write
   a short exercise) are removed too, as MOSS does, so independent correct solutions do not rank
   above copies;
@@ -25,6 +25,7 @@ import csv
 import html
 import io
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 from copydetect import CodeFingerprint, compare_files
-from copydetect.utils import filter_code, get_token_coverage, highlight_overlap
+from copydetect.utils import get_token_coverage, highlight_overlap
 
 K = 25              # copydetect's default noise threshold (k-gram length, tokenised characters)
 WINDOW = 6          # guarantee threshold 30 - noise threshold 25 + 1 (copydetect's defaults)
@@ -42,10 +43,11 @@ WINDOW = 6          # guarantee threshold 30 - noise threshold 25 + 1 (copydetec
 class Settings:
     k: int = K
     window: int = WINDOW
-    min_chars: int = 40          # a cell with less tokenised code than this is trivial
+    min_tokens: int = 12         # a cell with fewer Python tokens than this is trivial
     common_share: float = 0.25   # fingerprints in more than this share of the cohort are common knowledge
     min_overlap: float = 0.2     # pre-selection: shared fingerprints / the smaller document's
     top: int = 50                # pairs shown side by side
+    jobs: int | None = None      # fingerprinting processes (default: one per core)
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,16 @@ def _cells(path: Path) -> list:
     return nb.get("cells", [])
 
 
-def _tokenised_len(code: str) -> int:
-    return len(filter_code(code, "cell.py")[0])
+def _tokens(code: str) -> int:
+    """Python tokens other than comments and layout (cheap: the fingerprint lexes each document once)."""
+    import tokenize
+
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+            tokenize.ENDMARKER, tokenize.ENCODING}
+    try:
+        return sum(t.type not in skip for t in tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        return len(code.split())
 
 
 def student_code(folder: Path, solutions: dict[str, dict[str, str]], settings: Settings) -> str:
@@ -120,7 +130,7 @@ def student_code(folder: Path, solutions: dict[str, dict[str, str]], settings: S
                 continue
             src = cell.get("source", "")
             src = src if isinstance(src, str) else "".join(src)
-            if src.strip() == stubs[gid].strip() or _tokenised_len(src) < settings.min_chars:
+            if src.strip() == stubs[gid].strip() or _tokens(src) < settings.min_tokens:
                 continue
             parts.append(f"# {name}/{gid}\n{src.rstrip()}\n")
     return "\n".join(parts)
@@ -144,14 +154,27 @@ def documents(base: Path, assignment: str, solutions, settings: Settings, archiv
 # Fingerprints and comparison
 # ---------------------------------------------------------------------------------------------
 
+def _fingerprint(job: tuple[str, str, int, int]) -> tuple[str, CodeFingerprint]:
+    label, code, k, window = job
+    return label, CodeFingerprint(f"{label}.py", k, window, fp=io.StringIO(code), language="python")
+
+
 def fingerprints(docs: list[Document], boilerplate: str, settings: Settings) -> dict[str, CodeFingerprint]:
     """copydetect fingerprints with the release's code and the cohort's common k-grams removed.
 
     Both are removed from each fingerprint's hash set and index afterwards (copydetect's own
     ``boilerplate=`` argument removes only the first occurrence of a repeated k-gram)."""
-    bp = CodeFingerprint("release.py", settings.k, settings.window, fp=io.StringIO(boilerplate), language="python")
-    fps = {d.label: CodeFingerprint(f"{d.label}.py", settings.k, settings.window, fp=io.StringIO(d.code),
-                                    language="python") for d in docs}
+    bp = _fingerprint(("release", boilerplate, settings.k, settings.window))[1]
+    work = [(d.label, d.code, settings.k, settings.window) for d in docs]
+    jobs = min(settings.jobs or os.cpu_count() or 1, max(1, len(docs) // 20))
+    if jobs > 1:    # lexing dominates; fork keeps the hash seed, so k-gram hashes agree across processes
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            fps = dict(pool.map(_fingerprint, work, chunksize=max(1, len(work) // (4 * jobs))))
+    else:
+        fps = dict(map(_fingerprint, work))
     counts: dict[int, int] = {}
     current = [fps[d.label] for d in docs if not d.archived]
     for fp in current:
