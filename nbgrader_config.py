@@ -3,7 +3,6 @@
 `nbgrader autograde` and friends read this file as instructors know them; `mlbd` reads it too.
 """
 import os
-import sys
 from pathlib import Path
 
 c = get_config()  # noqa: F821  (injected by traitlets)
@@ -21,11 +20,10 @@ c.CourseDirectory.db_url = os.environ.get("MLBD_DB_URL", f"sqlite:///{HERE / 'gr
 # Only notebooks are assignment content; stray editor or cache files never reach students.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
 
-# Per-cell time limits (curriculum 0.2): 120 s for exercises; coursework 2 trains CNNs on CPU.
-# nbgrader gives no per-assignment config hook, so the command line decides (`nbgrader autograde
-# coursework2`, `mlbd grade coursework2`).
-LONG_RUNNING = {"coursework2"}
-c.ExecutePreprocessor.timeout = 300 if LONG_RUNNING & set(sys.argv) else 120
+# Per-cell time limits (curriculum 0.2): 120 s for exercises; coursework 2 trains CNNs on CPU and
+# gets longer ones from c.Sandbox.per_assignment below (read alike by mlbd grade, nbgrader autograde
+# and the formgrader's Autograde button).
+c.ExecutePreprocessor.timeout = 120
 c.ExecutePreprocessor.interrupt_on_timeout = True
 
 # Never let a runaway output flood the gradebook or feedback.
@@ -39,11 +37,14 @@ c.Exchange.path_includes_course = True
 # Grading sandbox (mlbd grade, and plain `nbgrader autograde` through SandboxedExecute below):
 # bubblewrap, uid 65534, no network, only the kernel's own work dir writable; cgroup memory/pids.
 c.Sandbox.mode = os.environ.get("MLBD_SANDBOX", "bwrap")  # "none": development only, never for real submissions
-c.Sandbox.memory_mb = 3072 if LONG_RUNNING & set(sys.argv) else 2048
+c.Sandbox.memory_mb = 2048
 c.Sandbox.pids_max = 128
 c.Sandbox.file_size_mb = 64
 c.Sandbox.cpu_seconds = 1800
-c.Sandbox.wall_seconds = 3600 if LONG_RUNNING & set(sys.argv) else 900
+c.Sandbox.wall_seconds = 900
+c.Sandbox.disk_mb = 512          # the work dir is a tmpfs of this size (counted in memory_mb too)
+c.Sandbox.per_assignment = {"coursework2": {"memory_mb": 3072, "disk_mb": 1024, "wall_seconds": 3600,
+                                            "cell_timeout": 300}}
 c.Sandbox.max_output_bytes_cell = 1_000_000
 c.Sandbox.max_output_bytes_notebook = 8_000_000
 # UntrustedMetadata: submitted cells lose the grader's own `mlbd` key; a bad tag or id costs only its cell.

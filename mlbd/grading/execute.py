@@ -9,7 +9,10 @@ What it adds to nbclient:
 - outputs are bounded in bytes per cell and per notebook while they arrive;
 - a kernel that dies (``os._exit``, memory limit, CPU limit, fork loop) marks its cell with the
   reason, and a fresh kernel replays the cells before it and carries on (at most
-  ``Sandbox.max_restarts`` times); a whole-notebook wall-clock limit stops runaway notebooks.
+  ``Sandbox.max_restarts`` times); a whole-notebook wall-clock limit stops runaway notebooks;
+- a watchdog: whatever blocks the trusted side, the job returns (as failed) within
+  ``wall_seconds + watchdog_seconds`` and its kernels are killed, so one submission never stops a run;
+- the files the notebook wrote come back (``files``), bounded, for ``autograded/``.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import copy
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,9 +30,15 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from traitlets.config import Config
 
+from . import boxfs
 from .kernel import SandboxedKernelManager
 from .outputs import BoundedOutputs
 from .sandbox import Sandbox
+
+
+class WatchdogTimeout(RuntimeError):
+    """The job did not finish within its bound: its kernels were killed and it was abandoned."""
+
 
 def error_output(ename: str, evalue: str) -> nbformat.NotebookNode:
     return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
@@ -77,8 +87,14 @@ def _label(nb, index: int) -> str:
     return "a cell at the top"
 
 
-async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | None) -> dict:
+def disk_note(sandbox: Sandbox) -> str:
+    return (f"disk limit of {sandbox.disk_mb} MiB reached: the work dir was full, so writes failed "
+            "with 'No space left on device'")
+
+
+async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | None, kms: list | None = None) -> dict:
     sandbox = Sandbox(config=cfg)
+    kms = [] if kms is None else kms
     client = GradingClient(
         nb, config=cfg, kernel_manager_class=SandboxedKernelManager, kernel_name=kernel_name,
         timeout=timeout, allow_errors=True, interrupt_on_timeout=True, shutdown_kernel="immediate",
@@ -107,6 +123,7 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
         try:
             async with client.async_setup_kernel():
                 km, started = client.km, True
+                kms.append(km)
                 if pos:
                     saved = {j: copy.deepcopy(nb.cells[j]) for j in code[:pos]}
                     for j in code[:pos]:
@@ -176,6 +193,14 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
     for j in code:
         if any(o.get("ename") == "CellTimeoutError" for o in nb.cells[j].outputs):
             notes.append(f"{_label(nb, j)}: the cell ran longer than {timeout} s and was interrupted")
+    for km in kms:
+        dropped = getattr(getattr(km, "harvest", None), "dropped", None)
+        if dropped:
+            notes.append("files the notebook wrote that were not kept: " + ", ".join(dropped[:10])
+                         + (f" (+{len(dropped) - 10})" if len(dropped) > 10 else ""))
+    if limits.get("disk") or any("No space left on device" in str(o.get("evalue", "")) + str(o.get("text", ""))
+                                 for j in code for o in nb.cells[j].outputs):
+        notes.append(disk_note(sandbox))
     return {"notes": notes, "restarts": restarts, "limits": limits, "warm": warm,
             "truncated": sorted(client.truncated)}
 
@@ -187,13 +212,25 @@ def execute_job(job: dict) -> dict:
     start = time.perf_counter()
     nb = nbformat.reads(job["notebook"], as_version=4)
     cfg = Config(job.get("config") or {})
+    sandbox = Sandbox(config=cfg)
     workdir = tempfile.mkdtemp(prefix="mlbd-job-")
+    given = dict(job.get("files") or {})
+    kms: list = []
     try:
-        for rel, data in (job.get("files") or {}).items():
+        for rel, data in given.items():
             target = Path(workdir) / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        out = asyncio.run(_run(nb, cfg, workdir, job.get("kernel_name") or "python3", job.get("timeout")))
+        out = _with_watchdog(lambda: asyncio.run(_run(nb, cfg, workdir, job.get("kernel_name") or "python3",
+                                                      job.get("timeout"), kms)),
+                             sandbox.wall_seconds + sandbox.watchdog_seconds, kms)
+        fd = boxfs.open_dir(workdir)
+        try:
+            got = boxfs.harvest(fd, sandbox.side_effect_files + len(given), sandbox.side_effect_mb * 2**20
+                                + sum(map(len, given.values())), skip=lambda rel: rel.endswith(".ipynb"))
+        finally:
+            os.close(fd)
+        out["files"] = {rel: data for rel, data in got.files.items() if given.get(rel) != data}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     out["notebook"] = nbformat.writes(nb)
@@ -201,3 +238,30 @@ def execute_job(job: dict) -> dict:
     out["id"] = job.get("id")
     out["worker_pid"] = os.getpid()
     return out
+
+
+def _with_watchdog(fn, seconds: float, kms: list):
+    """``fn()`` in a thread; past ``seconds``, kill the kernels it started and raise WatchdogTimeout
+    (the thread, stuck in whatever blocked it, is left behind as a daemon)."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the caller)
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="mlbd-job", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        for km in list(kms):
+            try:
+                km.abort()
+            except Exception:  # noqa: BLE001
+                pass
+        raise WatchdogTimeout(f"grading watchdog: the notebook did not finish within {seconds:.0f} s "
+                              "(its kernel was killed; other submissions were not held up)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

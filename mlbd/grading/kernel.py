@@ -25,15 +25,18 @@ import uuid
 import warnings
 from pathlib import Path
 
+import psutil
 import zmq
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from nbgrader.preprocessors import Execute
 from traitlets import Instance
 
-from . import cgroups, zygote
+from . import boxfs, cgroups, seccomp, zygote
 from .outputs import BoundedOutputs
-from .sandbox import Sandbox, chown_tree, copy_inputs
+from .sandbox import Sandbox, copy_inputs
+
+SECCOMP_FD = 9          # where bwrap reads the filter (a shell redirection of box/run/seccomp.bpf)
 
 _warned: set[str] = set()
 
@@ -96,6 +99,8 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.warm = False
         self.limit_events: dict[str, bool] = {}
         self.kernel_log_tail = ""
+        self._source_dir: str | None = None
+        self.harvest: boxfs.Harvest | None = None   # files the kernel wrote, taken before it is stopped
 
     @property
     def kernel_spec(self):
@@ -127,11 +132,16 @@ class SandboxedKernelManager(AsyncKernelManager):
         # the control channel only (interrupt/shutdown replies); see GradingKernelClient for iopub
         self.context.setsockopt(zmq.MAXMSGSIZE, sb.max_message_bytes)
         zyg = self._zygote()
+        # The box belongs to the trusted side: box/in holds the inputs (read-only to the kernel),
+        # box/run the sockets (sticky: the kernel cannot replace the log or connection file),
+        # box/work is only a mount point: inside the sandbox a tmpfs of the disk quota, filled from in/.
         box = Path(tempfile.mkdtemp(prefix="mlbd-sbx-", dir=str(zyg.root) if zyg else (sb.runtime_dir or None)))
         self._box = box
-        work, run = box / "work", box / "run"
+        work, run, inputs = box / "work", box / "run", box / "in"
         run.mkdir()
-        copy_inputs(kw.get("cwd"), work, sb.copy_max_mb * 2**20)
+        work.mkdir()
+        self._source_dir = kw.get("cwd")
+        copy_inputs(self._source_dir, inputs, sb.copy_max_mb * 2**20)
         self.transport = "ipc"
         self.ip = str(run / "k")
         self.connection_file = str(run / "connection.json")
@@ -139,9 +149,11 @@ class SandboxedKernelManager(AsyncKernelManager):
         env = sb.kernel_env(kw.get("env"), str(work))
         kw["env"] = {"PATH": env["PATH"]}          # bwrap itself; the kernel gets --clearenv + env
         cmd, kw = await super()._async_pre_start_kernel(**kw)
-        if not sb.rootless:                         # rootless: the box is ours, and 65534 inside the namespace
-            chown_tree(box, sb.uid, sb.gid)
-        os.chmod(box, 0o700)
+        os.chmod(box, 0o711)
+        os.chmod(run, 0o1777)
+        if not sb.rootless:                         # the kernel reads it (0600); the grader never reads it back
+            os.chown(self.connection_file, sb.uid, sb.gid)
+        bpf = seccomp.write(str(run / "seccomp.bpf"))
 
         procs: list[str] = []
         if not sb.rootless:                         # rootless: prlimit --data/--nproc stand in (drop_args)
@@ -150,13 +162,14 @@ class SandboxedKernelManager(AsyncKernelManager):
                 procs = self._cgroup.procs_files
             except cgroups.CgroupUnavailable as exc:
                 warn_once("cgroup", f"sandbox memory and pids limits not enforced: {exc}")
-        enter = ["/bin/sh", "-c", 'for f; do [ "$f" = -- ] && break; echo $$ > "$f"; shift; done; shift; exec "$@"',
-                 "sh", *procs, "--"]
+        enter = ["/bin/sh", "-c", 'bpf=$1; shift; for f; do [ "$f" = -- ] && break; echo $$ > "$f"; shift; done; shift; '
+                 f'exec "$@" {SECCOMP_FD}<"$bpf"', "sh", bpf, *procs, "--"]
+        fill = ["/bin/sh", "-c", 'cp -R "$0"/. . && exec "$@"', str(inputs)]
         self._log_fh = open(run / "kernel.log", "ab")
         kw["stdout"] = subprocess.DEVNULL
         kw["stderr"] = self._log_fh
         kw["stdin"] = subprocess.DEVNULL
-        wrapped = enter + sb.bwrap_args(box, work, env) + sb.drop_args() + cmd
+        wrapped = enter + sb.bwrap_args(box, work, env, seccomp_fd=SECCOMP_FD, quota_dir=work) + sb.drop_args() + fill + cmd
         # warm only inside a cgroup: its kill is what ends a forked kernel's stray processes
         if zyg is not None and self._cgroup is not None and self._warmable(cmd, env):
             self._warm = {"zygote": zyg, "box": str(box), "keep": [[p, True] for p in sb.read_only_paths()],
@@ -164,7 +177,8 @@ class SandboxedKernelManager(AsyncKernelManager):
                           "argv": ["ipykernel_launcher", *cmd[3:]],
                           "tmp_dirs": [env[k] for k in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "JUPYTER_RUNTIME_DIR",
                                                        "IPYTHONDIR") if env.get(k, "").startswith("/tmp/")],
-                          "rlimits": sb.rlimits()}
+                          "rlimits": sb.rlimits(), "work": str(work), "inputs": str(inputs),
+                          "disk_bytes": sb.disk_mb * 2**20}
         return wrapped, kw
 
     def _zygote(self) -> zygote.Zygote | None:
@@ -207,6 +221,68 @@ class SandboxedKernelManager(AsyncKernelManager):
                 return
         await super()._async_launch_kernel(kernel_cmd, **kw)
 
+    def _sandbox_root(self) -> str | None:
+        """``/proc/PID/root`` of a live process in the kernel's mount namespace (its work tmpfs)."""
+        if self._warm_proc is not None:
+            candidates = [self._warm_proc.pid]
+        else:
+            pid = getattr(self.provisioner, "pid", None) if self.provisioner else None
+            try:
+                candidates = [c.pid for c in psutil.Process(pid).children(recursive=True)] if pid else []
+            except psutil.Error:
+                candidates = []
+        try:
+            own = os.stat("/proc/self/ns/mnt").st_ino
+        except OSError:
+            return None
+        for pid in candidates:
+            try:
+                if os.stat(f"/proc/{pid}/ns/mnt").st_ino != own:
+                    return f"/proc/{pid}/root"
+            except OSError:
+                continue
+        return None
+
+    def take_files(self) -> None:
+        """Read what the kernel wrote to its work dir (bounded, regular files only, never through a
+        link) and write it back where the notebook ran (nbgrader's autograded/<student>/<assignment>/,
+        or ``execute_job``'s folder), so later notebooks see it, as with stock nbgrader autograde."""
+        if self._box is None or self.harvest is not None:
+            return
+        root = self._sandbox_root()
+        if root is None:
+            return
+        sb = self.sandbox
+        inputs = self._box / "in"
+
+        try:
+            fd = boxfs.open_dir(root + str(self._box / "work"), trusted_prefix=root)
+        except (OSError, ValueError):
+            return
+        try:
+            got = boxfs.harvest(fd, sb.side_effect_files, sb.side_effect_mb * 2**20, skip=lambda rel: rel.endswith(".ipynb"))
+        finally:
+            os.close(fd)
+        for rel in list(got.files):
+            try:
+                if (inputs / rel).read_bytes() == got.files[rel]:
+                    del got.files[rel]
+            except OSError:
+                pass
+        self.harvest = got
+        if got.full:
+            self.limit_events["disk"] = True
+        if self._source_dir and got.files:
+            boxfs.write_files(self._source_dir, got.files)
+
+    async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+        if not restart:
+            try:
+                self.take_files()
+            except Exception as exc:  # noqa: BLE001  (never lose the grade over the kernel's files)
+                warn_once("take-files", f"files the kernel wrote could not be kept: {exc}")
+        await super()._async_shutdown_kernel(now=now, restart=restart)
+
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         try:
             await super()._async_cleanup_resources(restart=restart)
@@ -225,11 +301,23 @@ class SandboxedKernelManager(AsyncKernelManager):
     # AsyncKernelManager binds these names to the base implementations: rebind to ours.
     pre_start_kernel = _async_pre_start_kernel
     cleanup_resources = _async_cleanup_resources
+    shutdown_kernel = _async_shutdown_kernel
+
+    def abort(self) -> None:
+        """Kill the kernel and everything in its cgroup now (the watchdog: no waiting, no reading)."""
+        if self._cgroup is not None:
+            self._cgroup.destroy()
+        for proc in (self._warm_proc, getattr(self.provisioner, "process", None) if self.provisioner else None):
+            try:
+                if proc is not None:
+                    proc.kill()
+            except Exception:  # noqa: BLE001
+                pass
 
     def teardown(self) -> None:
         """Kill anything left in the kernel's cgroup, remember which limits it hit, remove the box."""
         if self._cgroup is not None:
-            self.limit_events = self._cgroup.events()
+            self.limit_events.update(self._cgroup.events())
             self._cgroup.destroy()
             self._cgroup = None
         proc, self._warm_proc = self._warm_proc, None
@@ -241,13 +329,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             self._log_fh.close()
             self._log_fh = None
         if self._box is not None:
-            log = self._box / "run" / "kernel.log"
-            try:
-                with open(log, "rb") as fh:
-                    fh.seek(max(0, os.path.getsize(log) - 2000))
-                    self.kernel_log_tail = fh.read().decode("utf-8", "replace")
-            except OSError:
-                pass
+            self.kernel_log_tail = boxfs.read_tail(self._box / "run" / "kernel.log", 2000, trusted_prefix=str(self._box))
             if ended is not None and ended < 0 and -ended in signal.Signals._value2member_map_:
                 self.kernel_log_tail += f"\n[mlbd: the kernel was ended by {signal.Signals(-ended).name}]"
             shutil.rmtree(self._box, ignore_errors=True)
@@ -267,6 +349,24 @@ class SandboxedExecute(BoundedOutputs, Execute):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
         super().__init__(*args, **kwargs)
-        box = Sandbox(config=self.config)
+        self._configured_timeout = self.timeout
+        self._box = Sandbox(config=self.config)
+        self._use(self._box)
+
+    def _use(self, box: Sandbox) -> None:
         self.max_output_bytes_cell = box.max_output_bytes_cell
         self.max_output_bytes_notebook = box.max_output_bytes_notebook
+
+    def preprocess(self, nb, resources=None, km=None):
+        """Limits of this notebook's assignment (``c.Sandbox.per_assignment``), as in ``mlbd grade``."""
+        assignment = ((resources or {}).get("nbgrader") or {}).get("assignment")
+        self._box = Sandbox(config=self.config).for_assignment(assignment)
+        self._use(self._box)
+        self.timeout = self._box.cell_timeout(assignment, self._configured_timeout)
+        return super().preprocess(nb, resources, km=km)
+
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        if isinstance(km, SandboxedKernelManager):
+            km.sandbox = self._box
+        return km

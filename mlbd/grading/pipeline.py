@@ -26,7 +26,7 @@ from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from ..course import CourseError
-from . import executors, prepare, score
+from . import boxfs, executors, prepare, score
 from .engines import shared_engines
 from .execute import execute_job
 from .sandbox import Sandbox
@@ -119,9 +119,14 @@ def grade(course_dir: Path, assignment: str, students: list[str] | None = None, 
             raise CourseError(f"no submission of {assignment} for: {', '.join(missing)}")
         found = [s for s in found if s in students]
     jobs = jobs or os.cpu_count() or 1
-    timeout = Execute(config=cfg).timeout
-    sandbox_cfg = {"Sandbox": json.loads(json.dumps(dict(cfg.get("Sandbox", {}))))}
+    try:   # c.Sandbox.per_assignment: this assignment's limits, as nbgrader autograde reads them
+        limits = {k: v for k, v in box.overrides(assignment).items() if k != "cell_timeout"}
+        timeout = box.cell_timeout(assignment, Execute(config=cfg).timeout)
+    except ValueError as exc:
+        raise CourseError(str(exc)) from exc
+    sandbox_cfg = {"Sandbox": json.loads(json.dumps({**dict(cfg.get("Sandbox", {})), **limits}))}
     sandbox_cfg["Sandbox"]["mode"] = box.mode
+    box = box.for_assignment(assignment)
     exclude = list(cfg.get("Autograde", {}).get("exclude_overwriting", {}).get(assignment, []))
 
     results: dict[str, StudentResult] = {}
@@ -164,7 +169,9 @@ def _run(pool, todo, results, root, cd, cfg, assignment, sandbox_cfg, timeout, e
     def finish(student: str) -> None:
         sub = subs.pop(student)
         try:
-            verdict = score.stage(root, cd, sub, outcomes.pop(student, {}))
+            done = outcomes.pop(student, {})
+            verdict = score.stage(root, cd, sub, done)
+            keep_files(cd, assignment, student, done)
             score.score(root, cd, cfg, sub, verdict)
             summary = score.gradebook_scores(cd, assignment, student)
             score.write_record(root, sub, verdict, summary)
@@ -221,6 +228,16 @@ def _run(pool, todo, results, root, cd, cfg, assignment, sandbox_cfg, timeout, e
             collect(block=False)
         while pending:
             collect(block=True)
+
+
+def keep_files(cd: CourseDirectory, assignment: str, student: str, done: dict) -> None:
+    """Files the notebooks wrote land in autograded/<student>/<assignment>/, as with nbgrader
+    autograde (bounded by the sandbox; regular files only, written without following links)."""
+    dest = Path(cd.format_path(cd.autograded_directory, student, assignment))
+    for name in sorted(done):
+        files = (done[name] or {}).get("files") or {}
+        if files and dest.is_dir():
+            boxfs.write_files(dest, files)
 
 
 def record_failure(root: Path, assignment: str, student: str, errors: list[str]) -> None:

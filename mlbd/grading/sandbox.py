@@ -21,8 +21,11 @@ import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
+import psutil
 from traitlets import Bool, Dict, Enum, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
+
+from . import seccomp
 
 DEFAULT_PASSTHROUGH = ["NBGRADER_EXECUTION", "MLBD_*", "PYTHONHASHSEED", "MPLBACKEND", "TF_CPP_MIN_LOG_LEVEL", "TF_DETERMINISTIC_OPS", "KERAS_BACKEND",
                        "LANG", "LC_*", "TZ", "CUDA_VISIBLE_DEVICES"]
@@ -65,6 +68,35 @@ class Sandbox(LoggingConfigurable):
                                    "mlbd.grading.zygote_main); False: a fresh interpreter per kernel").tag(config=True)
     preload = List(Unicode(), DEFAULT_PRELOAD, help="modules the zygote imports once for every warm kernel").tag(config=True)
     zygote_start_seconds = Integer(120, help="how long the zygote may take to import `preload`").tag(config=True)
+    disk_mb = Integer(512, help="disk quota of the kernel's work dir (a size-bounded tmpfs, charged to its memory "
+                                "cgroup too), MiB").tag(config=True)
+    side_effect_files = Integer(200, help="files a notebook writes that are kept (copied to autograded/), at most").tag(config=True)
+    side_effect_mb = Integer(50, help="bytes of files a notebook writes that are kept, MiB in all").tag(config=True)
+    watchdog_seconds = Integer(120, help="a grading job may run this long past wall_seconds (kernel starts, "
+                                         "replays, teardown) before the watchdog abandons it").tag(config=True)
+    per_assignment = Dict(help="limits per assignment, e.g. {'coursework2': {'memory_mb': 3072, 'wall_seconds': "
+                               "3600, 'cell_timeout': 300}}: any Sandbox trait, and cell_timeout (the Execute "
+                               "preprocessor's per-cell timeout)").tag(config=True)
+
+    # -- per assignment ----------------------------------------------------------------------
+    def overrides(self, assignment: str | None) -> dict:
+        """This assignment's entry of ``per_assignment`` (checked: only known names)."""
+        entry = dict(self.per_assignment.get(assignment or "", {}) or {})
+        unknown = [k for k in entry if k == "per_assignment" or (k != "cell_timeout" and not self.has_trait(k))]
+        if unknown:
+            raise ValueError(f"c.Sandbox.per_assignment[{assignment!r}]: unknown setting(s) {', '.join(unknown)}")
+        return entry
+
+    def for_assignment(self, assignment: str | None) -> "Sandbox":
+        """These settings with ``assignment``'s overrides applied (a new Sandbox; this one is unchanged)."""
+        box = Sandbox(parent=self.parent, config=self.config)
+        for k, v in self.overrides(assignment).items():
+            if k != "cell_timeout":
+                setattr(box, k, v)
+        return box
+
+    def cell_timeout(self, assignment: str | None, default: int | None) -> int | None:
+        return self.overrides(assignment).get("cell_timeout", default)
 
     # -- environment -------------------------------------------------------------------------
     def kernel_env(self, base: dict | None, home: str | None) -> dict:
@@ -109,8 +141,10 @@ class Sandbox(LoggingConfigurable):
         setuid, and rlimits for the cgroup limits only root can create."""
         return os.geteuid() != 0
 
-    def bwrap_args(self, box: Path, workdir: Path, env: dict) -> list[str]:
-        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
+    def bwrap_args(self, box: Path, workdir: Path, env: dict, seccomp_fd: int, quota_dir: Path | None = None) -> list[str]:
+        """``quota_dir``: a directory of ``box`` that becomes a tmpfs of ``disk_mb`` inside the sandbox.
+        ``seccomp_fd``: where bwrap reads the filter (``seccomp.program()``) from."""
+        args = [self.bwrap, "--die-with-parent", "--seccomp", str(seccomp_fd), "--new-session", "--unshare-pid", "--unshare-net",
                 "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox",
                 "--ro-bind", "/usr", "/usr"]
         if self.rootless:
@@ -138,7 +172,10 @@ class Sandbox(LoggingConfigurable):
         for p in self.read_only_paths():
             args += parents(p) + ["--ro-bind", p, p]
             made.add(p)
-        args += parents(str(box)) + ["--bind", str(box), str(box), "--chdir", str(workdir), "--clearenv"]
+        args += parents(str(box)) + ["--bind", str(box), str(box)]
+        if quota_dir is not None:
+            args += ["--size", str(self.disk_mb * 2**20), "--perms", "01777", "--tmpfs", str(quota_dir)]
+        args += ["--chdir", str(workdir), "--clearenv"]
         for k, v in env.items():
             args += ["--setenv", k, v]
         return args
@@ -170,6 +207,10 @@ class Sandbox(LoggingConfigurable):
             if not shutil.which(tool):
                 raise RuntimeError(f"sandbox needs '{tool}' (Debian: apt-get install bubblewrap util-linux); "
                                    "or pass --sandbox none for development")
+        try:
+            seccomp.program()
+        except seccomp.SeccompUnavailable as exc:
+            raise RuntimeError(str(exc)) from exc
         if self.rootless and not _userns_works(self.bwrap):
             raise RuntimeError("not root and this kernel refuses unprivileged user namespaces, so bubblewrap cannot "
                                "sandbox: run the grader as root (or in the grader image), or --sandbox none")
@@ -190,15 +231,8 @@ def _userns_works(bwrap: str) -> bool:
 
 def _processes_of(uid: int) -> int:
     """Processes and threads this uid runs now (RLIMIT_NPROC counts them all, not the kernel's own)."""
-    n = 0
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                if os.stat(f"/proc/{pid}").st_uid == uid:
-                    n += len(os.listdir(f"/proc/{pid}/task"))
-            except OSError:
-                pass
-    return n
+    return sum(p.info["num_threads"] or 0 for p in psutil.process_iter(["uids", "num_threads"])
+               if p.info["uids"] is not None and p.info["uids"].real == uid)
 
 
 def copy_inputs(src: str | None, dest: Path, max_bytes: int) -> list[str]:
@@ -228,10 +262,3 @@ def copy_inputs(src: str | None, dest: Path, max_bytes: int) -> list[str]:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
     return skipped
-
-
-def chown_tree(root: Path, uid: int, gid: int) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
-        os.chown(dirpath, uid, gid)
-        for name in filenames:
-            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)

@@ -18,9 +18,12 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..procfs import children, ns_pids, start_time
+import psutil
+
+from . import boxfs, seccomp
 from .sandbox import Sandbox
 
 
@@ -28,19 +31,32 @@ class ZygoteError(RuntimeError):
     """The zygote could not start or stopped answering: callers fall back to cold kernels."""
 
 
-def _find(root: int, ns_pid: int, depth: int = 4) -> int | None:
-    """Host pid of the descendant of ``root`` whose innermost pid is ``ns_pid``."""
-    level = [root]
-    for _ in range(depth):
-        nxt = []
-        for p in level:
-            for c in children(p):
-                ns = ns_pids(c)
-                if len(ns) > 1 and ns[-1] == ns_pid:
-                    return c
-                nxt.append(c)
-        level = nxt
+def _find(root: int, name: str, recursive: bool) -> int | None:
+    """Host pid of the descendant of ``root`` that named itself ``name`` (zygote_main.set_name)."""
+    try:
+        for child in psutil.Process(root).children(recursive=recursive):
+            try:
+                if child.name() == name:
+                    return child.pid
+            except psutil.Error:
+                continue
+    except psutil.Error:
+        pass
     return None
+
+
+def _start_time(pid: int) -> str:
+    """Clock ticks after boot when ``pid`` started (field 22 of /proc/PID/stat, the format every
+    grader's owner file uses): with the pid, names a process even after pid reuse."""
+    try:
+        since_boot = psutil.Process(pid).create_time() - psutil.boot_time()
+    except psutil.Error:
+        return ""
+    return str(round(since_boot * os.sysconf("SC_CLK_TCK")))
+
+
+def _tag(kind: str) -> str:
+    return f"mlbd{kind}{os.urandom(4).hex()}"     # 13 characters: a whole process name (comm)
 
 
 def _oom_adj(pid: int, value: int) -> None:
@@ -50,12 +66,17 @@ def _oom_adj(pid: int, value: int) -> None:
         pass
 
 
+def owner_alive(owner: Path) -> bool:
+    """Whether the grading process named in a zygote folder's ``owner`` file (pid, start time) runs."""
+    pid, started = owner.read_text().split()
+    return _start_time(int(pid)) == started
+
+
 def _sweep(parent: Path) -> None:
     """Remove the folders of zygotes whose grading process died without closing them (kill -9)."""
     for d in parent.glob("mlbd-z-*"):
         try:
-            pid, started = (d / "owner").read_text().split()
-            dead = start_time(int(pid)) != started
+            dead = not owner_alive(d / "owner")
         except (OSError, ValueError):                    # no owner file: older layout or half made
             try:
                 dead = time.time() - d.stat().st_mtime > 3600
@@ -124,17 +145,26 @@ class Zygote:
         _sweep(Path(sandbox.runtime_dir or tempfile.gettempdir()))
         self.root = Path(tempfile.mkdtemp(prefix="mlbd-z-", dir=sandbox.runtime_dir or None))
         os.chmod(self.root, 0o711)       # kernels reach their own box, list nothing
-        (self.root / "owner").write_text(f"{os.getpid()} {start_time(os.getpid())}")
+        (self.root / "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}")
         self.boxed = sandbox.mode != "none"
-        main = [sys.executable, "-m", "mlbd.grading.zygote_main", json.dumps({"preload": list(sandbox.preload)})]
+        self.name = _tag("z")
+        main = [sys.executable, "-m", "mlbd.grading.zygote_main",
+                json.dumps({"preload": list(sandbox.preload), "name": self.name})]
+        filter_fd = os.memfd_create("mlbd-seccomp")
+        os.write(filter_fd, seccomp.program())
+        os.lseek(filter_fd, 0, os.SEEK_SET)
         if self.boxed:
             env = sandbox.kernel_env(None, str(self.root))
-            cmd, popen_env = sandbox.bwrap_args(self.root, self.root, env) + main, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            cmd = sandbox.bwrap_args(self.root, self.root, env, seccomp_fd=filter_fd) + main
+            popen_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
             cmd, popen_env = main, sandbox.kernel_env(None, None)
         self._log = open(self.root / "zygote.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                     env=popen_env, cwd=self.root, close_fds=True)
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                         env=popen_env, cwd=self.root, close_fds=True, pass_fds=(filter_fd,))
+        finally:
+            os.close(filter_fd)
         try:
             ready = self._read_until("ready", timeout=sandbox.zygote_start_seconds)
         except ZygoteError:
@@ -146,7 +176,7 @@ class Zygote:
             self.close()
             raise ZygoteError(f"the zygote has {ready.get('threads')} threads after its preloads; "
                               "a threaded process cannot be forked safely (remove the preload that starts them)")
-        self.host_pid = _find(self.proc.pid, self.ns_pid) if self.boxed else self.proc.pid
+        self.host_pid = _find(self.proc.pid, self.name, recursive=True) if self.boxed else self.proc.pid
         if self.host_pid is None:
             self.close()
             raise ZygoteError("cannot find the zygote's process")
@@ -209,26 +239,27 @@ class Zygote:
             return self.exits.pop(ns_pid, -signal.SIGKILL)
 
     def log_tail(self) -> str:
-        try:
-            return (self.root / "zygote.log").read_bytes()[-1500:].decode("utf-8", "replace").strip()
-        except OSError:
-            return ""
+        return boxfs.read_tail(self.root / "zygote.log", 1500, trusted_prefix=str(self.root)).strip()
 
     # -- kernels ---------------------------------------------------------------------------
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def spawn(self, *, box: str | None, keep: list, cwd: str, log: str, env: dict, argv: list[str], tmp_dirs: list[str],
-              rlimits: dict[str, list[int]]) -> WarmProcess:
-        """Fork a kernel that waits; call ``release`` once it is inside its cgroup."""
+              rlimits: dict[str, list[int]], work: str | None = None, inputs: str | None = None,
+              disk_bytes: int = 0) -> WarmProcess:
+        """Fork a kernel that waits; call ``release`` once it is inside its cgroup. ``work`` becomes a
+        tmpfs of ``disk_bytes`` filled from ``inputs``."""
         sb = self.sandbox
+        name = _tag("k")
         with self.lock:
             self._send({"op": "spawn", "box": box, "keep": keep, "cwd": cwd, "log": log, "env": env, "argv": argv, "uid": sb.uid,
-                        "gid": sb.gid, "tmp_dirs": tmp_dirs, "rlimits": rlimits})
+                        "gid": sb.gid, "tmp_dirs": tmp_dirs, "rlimits": rlimits, "name": name, "work": work,
+                        "inputs": inputs, "disk_bytes": disk_bytes})
             ns_pid = int(self._read_until("spawned", timeout=30)["spawned"])
         host = None if self.boxed else ns_pid
-        for _ in range(0 if host else 100):
-            host = _find(self.host_pid, ns_pid, depth=1)
+        for _ in range(0 if host else 400):
+            host = _find(self.host_pid, name, recursive=False)
             if host:
                 break
             time.sleep(0.005)
@@ -284,12 +315,24 @@ def for_sandbox(sb: Sandbox) -> Zygote:
     if not _zygotes:
         _on_exit()
     try:
-        z = _zygotes[key] = Zygote(sb)
+        # from a thread that lives as long as the process: bwrap --die-with-parent ends the zygote
+        # when the *thread* that started it ends (a grading job's own thread, a Dask task's)
+        z = _zygotes[key] = _starter().submit(Zygote, sb).result()
     except (ZygoteError, OSError) as exc:
         _zygotes.pop(key, None)
         _failed[key] = str(exc)
         raise ZygoteError(str(exc)) from exc
     return z
+
+
+_starter_pool: ThreadPoolExecutor | None = None
+
+
+def _starter() -> ThreadPoolExecutor:
+    global _starter_pool
+    if _starter_pool is None:
+        _starter_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlbd-zygote")
+    return _starter_pool
 
 
 def close_all() -> None:

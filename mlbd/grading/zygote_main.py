@@ -5,8 +5,11 @@ Why: a fresh kernel spends most of its life importing scikit-learn, pandas and m
 so every submission starts from the same clean, already-imported state in milliseconds.
 
 Isolation of each forked kernel (done here, before any student code runs):
-    new mount, IPC and network namespaces; fresh private tmpfs on /tmp and /dev/shm, with only its
-    own box bound back in (not the other boxes of this zygote);
+    new mount, IPC, network and pid namespaces (the kernel is pid 1 of its own, with its own /proc:
+    it sees and signals nothing of the other kernels this zygote forked, on a multi-threaded Dask
+    worker too); fresh private tmpfs on /tmp and /dev/shm, with only its own box bound back in (not
+    the other boxes of this zygote); its work dir a tmpfs of the disk quota, filled from the box's
+    read-only inputs; the seccomp filter bwrap gave the zygote (no kernel keyring);
     rlimits (file size, CPU, open files, no core); setgroups/setgid/setuid to the sandbox uid, which
     clears every capability; no_new_privs; a clean environment; its own session.
 The trusted side moves the child into its own memory/pids cgroup *before* releasing it (``go``),
@@ -31,9 +34,9 @@ import signal
 import sys
 import traceback
 
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x08000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
-PR_SET_NO_NEW_PRIVS = 38
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID = 0x00020000, 0x08000000, 0x40000000, 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+PR_SET_NAME, PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 15, 1, 38
 
 # What IPKernelApp.initialize imports (measured): ~0.4 s of every kernel start when not preloaded.
 KERNEL_MODULES = ["IPython", "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger",
@@ -67,8 +70,79 @@ def _check(ret: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
+def set_name(name: str) -> None:
+    """The process name (``comm``) the trusted side finds this process by."""
+    _libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+def _fill_work(req: dict, uid: int, gid: int) -> None:
+    """The work dir: a tmpfs of the disk quota, holding a copy of the box's inputs, the kernel's."""
+    work, inputs = req.get("work"), req.get("inputs")
+    if not work:
+        return
+    opts = f"size={int(req['disk_bytes'])},mode=0700,uid={uid},gid={gid}".encode()
+    _check(_libc.mount(b"tmpfs", work.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts), "mount work dir")
+    if inputs and os.path.isdir(inputs):
+        for dirpath, dirnames, filenames in os.walk(inputs):
+            rel = os.path.relpath(dirpath, inputs)
+            target = os.path.normpath(os.path.join(work, rel))
+            os.makedirs(target, exist_ok=True)
+            os.chown(target, uid, gid)
+            for name in filenames:
+                dest = os.path.join(target, name)
+                with open(os.path.join(dirpath, name), "rb") as src, open(dest, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
+                os.chown(dest, uid, gid)
+
+
+def _wait_for(pid: int) -> int:
+    """Reap children until ``pid`` ends; its exit code (negative: the signal that ended it)."""
+    while True:
+        try:
+            done, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 70
+        except InterruptedError:
+            continue
+        if done == pid:
+            return os.waitstatus_to_exitcode(status)
+
+
+def _own_pid_namespace() -> None:
+    """Give the kernel a pid namespace of its own, where it sees and signals nothing but itself and
+    its children. Three processes: this one (in the zygote's namespace, what the trusted side
+    watches), pid 1 of the new namespace (reaps, and cannot be signalled from inside), and the
+    kernel, pid 2, an ordinary process (so SIGXCPU still ends it). Each waits for the next and
+    ends the way it ended (pid 1 cannot signal itself: it passes a signal on as 128 + number)."""
+    _check(_libc.unshare(CLONE_NEWPID), "unshare pid")
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    init = os.fork()
+    if init == 0:
+        _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
+        _check(_libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
+        kernel = os.fork()
+        if kernel == 0:
+            _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+                signal.signal(sig, signal.SIG_DFL)
+            return
+        code = _wait_for(kernel)
+        os._exit(code if code >= 0 else 128 - code)
+    code = _wait_for(init)
+    if code > 128 and code - 128 not in (signal.SIGKILL, signal.SIGSTOP):
+        sig = code - 128
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    if code < 0 or code > 128:
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(code)
+
+
 def _isolate(req: dict) -> None:
-    """Between fork and the kernel: namespaces, /tmp, limits, identity."""
+    """Between fork and the kernel: namespaces, /tmp, the work dir, limits, identity."""
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
     _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
     # The fresh /tmp and /dev/shm would hide whatever of the sandbox lives below them (the box, and
@@ -88,6 +162,8 @@ def _isolate(req: dict) -> None:
                    f"read-only {path}")
         os.close(fd)
     uid, gid = int(req["uid"]), int(req["gid"])
+    _fill_work(req, uid, gid)
+    _own_pid_namespace()
     for d in req.get("tmp_dirs", []):
         os.makedirs(d, exist_ok=True)
         os.chown(d, uid, gid)
@@ -104,6 +180,8 @@ def _isolate(req: dict) -> None:
 
 def _child(req: dict, go_fd: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    if req.get("name"):
+        set_name(req["name"])
     os.setsid()
     null = os.open("/dev/null", os.O_RDWR)
     log = os.open(req["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -154,6 +232,8 @@ def _spawn(req: dict, pending: dict[int, int]) -> int:
 def main() -> None:
     global OUT, ZYGOTE_CWD
     spec = json.loads(sys.argv[1])
+    if spec.get("name"):
+        set_name(spec["name"])
     ZYGOTE_CWD = sys.path[0] if sys.path else ""
     OUT = os.dup(1)
     inp = os.fdopen(os.dup(0), "rb")

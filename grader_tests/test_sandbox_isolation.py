@@ -1,0 +1,224 @@
+"""Per-submission isolation of the sandbox (issue 13, point 3), each attempted by a kernel:
+
+- the kernel keyring: a key one kernel stores is out of reach of the next;
+- the disk quota: the work dir is a tmpfs of ``disk_mb``; many files under the per-file limit
+  stop at it, with a "disk limit" note, and the host disk does not grow;
+- the trusted side never opens an in-box path in a way that blocks or follows a link (a FIFO or a
+  link planted where the grader reads its kernel log, and among the files the notebook wrote);
+- files a notebook writes come back (regular files only, bounded), as nbgrader autograde keeps them;
+- the watchdog: a job the trusted side cannot finish returns, and its kernel is killed;
+- concurrent warm kernels on one multi-threaded Dask worker see and signal nothing of each other.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import nbformat
+import pytest
+
+from mlbd.grading import execute
+from mlbd.grading.execute import execute_job
+from mlbd.grading.kernel import SandboxedKernelManager
+from mlbd.grading.sandbox import Sandbox
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading-warm"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="per-kernel cgroups and warm kernels need root")]
+
+CFG = {"Sandbox": {"memory_mb": 768, "disk_mb": 256}}
+
+
+def run(*sources: str, config: dict | None = None, files: dict | None = None, timeout: int = 120) -> tuple[list[str], dict]:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    out = execute_job({"id": "t", "notebook": nbformat.writes(nb), "config": config or CFG, "timeout": timeout,
+                       "files": files or {}})
+    cells = nbformat.reads(out["notebook"], 4).cells
+    texts = ["".join(o.get("text", "") + (f"{o.get('ename')}: {o.get('evalue')}" if o.get("output_type") == "error" else "")
+                     for o in c.outputs) for c in cells]
+    return texts, out
+
+
+KEYCTL = r'''
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+ADD_KEY, REQUEST_KEY, KEYCTL, KEYCTL_READ = 248, 249, 250, 11
+'''
+STORE = KEYCTL + r'''
+for ring in (-4, -5, -3):        # user, user-session, session keyrings
+    libc.syscall(ADD_KEY, b"user", b"mlbd-h5-secret", b"VALUE-FROM-A", 12, ring)
+print("stored", ctypes.get_errno())
+'''
+READ = KEYCTL + r'''
+found = []
+for ring in (-4, -5, -3):
+    serial = libc.syscall(KEYCTL, 10, ring, b"user", b"mlbd-h5-secret", 0)     # KEYCTL_SEARCH
+    if serial > 0:
+        buf = ctypes.create_string_buffer(64)
+        n = libc.syscall(KEYCTL, KEYCTL_READ, serial, buf, 64)
+        found.append(buf.raw[:max(n, 0)])
+print("found", found, ctypes.get_errno())
+'''
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_a_key_one_kernel_stores_is_out_of_reach_of_the_next(warm):
+    cfg = {"Sandbox": {**CFG["Sandbox"], "warm_kernels": warm}}
+    stored, _ = run(STORE, config=cfg)
+    read, _ = run(READ, config=cfg)
+    assert "stored 38" in stored[0], stored          # ENOSYS: the keyring syscalls are filtered
+    assert "VALUE-FROM-A" not in read[0] and "found []" in read[0], read
+
+
+DISK = r'''
+import os
+written = 0
+try:
+    for i in range(200):
+        with open(f"chunk{i:03d}", "wb") as fh:
+            fh.write(b"x" * 10_000_000)
+        written += 1
+except OSError as exc:
+    print("stopped", written, exc.errno)
+print("wrote", written)
+'''
+
+
+def test_many_small_files_stop_at_the_disk_quota():
+    before = shutil.disk_usage("/tmp").used
+    texts, out = run(DISK)
+    grown = shutil.disk_usage("/tmp").used - before
+    assert "stopped" in texts[0] and " 28" in texts[0], texts        # ENOSPC
+    wrote = int(texts[0].split("wrote ")[1].split()[0])
+    assert 20 <= wrote <= 26, texts                                  # 256 MiB of 10 MB files
+    assert any("disk limit of 256 MiB" in n for n in out["notes"]), out["notes"]
+    assert grown < 150 * 2**20, grown                                # never on the host disk
+    assert sum(map(len, out["files"].values())) <= Sandbox().side_effect_mb * 2**20
+
+
+PLANT = r'''
+import os
+log = os.path.join(os.path.dirname(os.getcwd()), "run", "kernel.log")
+for path, make in [(log, os.mkfifo), ("fifo", os.mkfifo), ("passwd", lambda p: os.symlink("/etc/shadow", p))]:
+    try:
+        os.replace(path, path + ".old")
+    except OSError:
+        pass
+    try:
+        make(path)
+        print("planted", path)
+    except OSError as exc:
+        print("refused", path, exc.errno)
+open("result.csv", "w").write("a,b\n1,2\n")
+os.makedirs("plots", exist_ok=True)
+open("plots/p.txt", "w").write("plot")
+'''
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_links_and_fifos_in_the_box_neither_block_nor_are_followed(warm):
+    cfg = {"Sandbox": {**CFG["Sandbox"], "warm_kernels": warm}}
+    start = time.monotonic()
+    texts, out = run(PLANT, config=cfg, files={"data.csv": b"given"})
+    assert time.monotonic() - start < 60
+    assert "refused" in texts[0].split("kernel.log")[1].split("\n")[0] or "planted" not in texts[0].split("kernel.log")[0], texts
+    assert out["files"] == {"result.csv": b"a,b\n1,2\n", "plots/p.txt": b"plot"}, sorted(out["files"])
+    assert any("fifo (not a regular file)" in n and "passwd (not a regular file)" in n for n in out["notes"]), out["notes"]
+
+
+def test_the_grader_reads_no_fifo_even_when_the_kernel_owns_the_folder(tmp_path):
+    """Rootless boxes belong to the kernel's uid: a FIFO at the log's path is skipped, not opened."""
+    from mlbd.grading import boxfs
+    (tmp_path / "run").mkdir()
+    os.mkfifo(tmp_path / "run" / "kernel.log")
+    os.symlink("/etc/hostname", tmp_path / "run" / "other.log")
+    start = time.monotonic()
+    assert boxfs.read_tail(tmp_path / "run" / "kernel.log", 100, trusted_prefix=str(tmp_path)) == ""
+    assert boxfs.read_tail(tmp_path / "run" / "other.log", 100, trusted_prefix=str(tmp_path)) == ""
+    os.rename(tmp_path / "run", tmp_path / "real")
+    os.symlink(tmp_path / "real", tmp_path / "run")
+    (tmp_path / "real" / "ok.log").write_text("fine")
+    assert boxfs.read_tail(tmp_path / "run" / "ok.log", 100, trusted_prefix=str(tmp_path)) == ""
+    assert time.monotonic() - start < 1
+
+
+def test_the_watchdog_returns_and_kills_the_kernel(monkeypatch):
+    """The trusted side stuck in a blocking open (what a FIFO did before): the job still returns."""
+    fifo = f"/tmp/mlbd-h5-watchdog-{os.getpid()}"
+    os.mkfifo(fifo)
+    original = SandboxedKernelManager.take_files
+    seen = {}
+
+    def stuck(self):
+        seen["pid"] = self.provisioner.pid
+        open(fifo).read()           # blocks: no writer ever comes
+        original(self)
+
+    monkeypatch.setattr(SandboxedKernelManager, "take_files", stuck)
+    cfg = {"Sandbox": {**CFG["Sandbox"], "wall_seconds": 20, "watchdog_seconds": 5}}
+    start = time.monotonic()
+    try:
+        with pytest.raises(execute.WatchdogTimeout, match="watchdog"):
+            run("print('hi')", config=cfg)
+        assert time.monotonic() - start < 60
+        time.sleep(0.5)
+        assert not os.path.exists(f"/proc/{seen['pid']}") or open(f"/proc/{seen['pid']}/stat").read().split()[2] == "Z"
+    finally:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)   # release the stuck thread
+        os.close(fd)
+        os.unlink(fifo)
+
+
+KILLER = r'''
+import os, signal, time
+time.sleep(3)                       # the honest kernel is running by now
+mine = os.getpid()
+visible = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+killed = []
+for pid in list(range(2, 40000)):
+    if pid == mine:
+        continue
+    try:
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    except OSError:
+        pass
+try:
+    os.kill(-1, signal.SIGKILL)
+except OSError as exc:
+    print("kill -1", exc.errno)
+own = sorted(int(t) for t in os.listdir("/proc/self/task"))
+print("pid", mine, "visible", visible, "others", sorted(set(killed) - set(own)))
+'''
+HONEST = r'''
+import time
+total = 0
+for i in range(12):
+    time.sleep(0.5)
+    total += i
+print("honest done", total)
+'''
+
+
+def test_concurrent_kernels_on_one_dask_worker_cannot_signal_each_other():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None)
+    try:
+        with distributed.Client(cluster) as client:
+            jobs = []
+            for i, src in enumerate((HONEST, KILLER)):
+                nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src)])
+                jobs.append({"id": f"j{i}", "notebook": nbformat.writes(nb), "config": CFG, "timeout": 120})
+            futures = [client.submit(execute_job, j, pure=False) for j in jobs]
+            honest, killer = client.gather(futures)
+    finally:
+        cluster.close()
+    assert honest["worker_pid"] == killer["worker_pid"] and honest["warm"] == [True] == killer["warm"]
+    out = lambda r: "".join(o.get("text", "") for o in nbformat.reads(r["notebook"], 4).cells[0].outputs)  # noqa: E731
+    assert "honest done 66" in out(honest), honest["notes"]
+    assert honest["restarts"] == 0, honest["notes"]
+    text = out(killer)
+    # its own pid namespace: itself (pid 2) and the namespace's root-owned init, nothing else
+    assert "pid 2 visible [1, 2] others []" in text and "kill -1 3" in text, text
