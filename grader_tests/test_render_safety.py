@@ -232,6 +232,7 @@ def test_ta_grading_page_runs_no_student_content(course, formgrader, browser, tm
     # the student's text is still there (escaped or formatted), and the notes name the file inertly
     html = page.content()
     assert "Hostile answer." in html and "Make the plot readable." in html and "html output" in html
+    assert "Grading notes" in html               # the notes that quote the hostile file name are shown
     assert page.evaluate(ACTIVE) == []
     # the rubric of each manual cell is shown next to it, to the TA
     for marker in ("RUBRIC_ANSWER_7c1", "RUBRIC_TASK_7c1"):
