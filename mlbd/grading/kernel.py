@@ -357,13 +357,18 @@ class SandboxedExecute(BoundedOutputs, Execute):
         self.max_output_bytes_cell = box.max_output_bytes_cell
         self.max_output_bytes_notebook = box.max_output_bytes_notebook
 
-    def preprocess(self, nb, resources=None, km=None):
-        """Limits of this notebook's assignment (``c.Sandbox.per_assignment``), as in ``mlbd grade``."""
-        assignment = ((resources or {}).get("nbgrader") or {}).get("assignment")
+    def use_assignment(self, assignment: str | None) -> Sandbox:
+        """Take the limits of ``assignment`` (``c.Sandbox.per_assignment``), as ``mlbd grade`` does."""
         self._box = Sandbox(config=self.config).for_assignment(assignment)
         self._use(self._box)
         self.timeout = self._box.cell_timeout(assignment, self._configured_timeout)
-        return super().preprocess(nb, resources, km=km)
+        return self._box
+
+    def _check_assign_resources(self, resources):
+        # nbconvert's preprocess re-runs NotebookClient.__init__ (every trait back to its configured
+        # value), then calls this: the one place to apply the assignment's limits.
+        super()._check_assign_resources(resources)
+        self.use_assignment(((resources or {}).get("nbgrader") or {}).get("assignment"))
 
     def create_kernel_manager(self):
         km = super().create_kernel_manager()
