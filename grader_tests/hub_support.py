@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlbd.hub import accounts
 from mlbd.hub.client import HubUser
-from mlbd.hub.launcher import as_user
+from mlbd.hub.runas import as_user
 from mlbd.hub.settings import HubSettings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -68,7 +68,7 @@ def answered(nb: dict, mode: str) -> dict:
 def _gradebook(s):
     from nbgrader.api import Gradebook
 
-    return Gradebook(f"sqlite:///{s.course_dir / 'gradebook.db'}")
+    return Gradebook(s.gradebook_url)
 
 
 def submission_id(s, student: str) -> str:

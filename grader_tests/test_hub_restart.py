@@ -19,8 +19,7 @@ from contextlib import closing
 
 import pytest
 
-from mlbd import procfs
-from mlbd.hub import launcher
+from mlbd.hub import launcher, processes
 from mlbd.hub.client import HubUser
 
 from hub_support import login, running_hub
@@ -57,8 +56,7 @@ def server_via_cookie(s, u: HubUser, path: str = "") -> list[str]:
     return [f["name"] for f in r.json()["content"]]
 
 
-def alive(pid: int) -> bool:
-    return procfs.alive(pid)
+alive = processes.alive
 
 
 def test_restart_keeps_servers_and_submissions(hub):
@@ -131,10 +129,10 @@ def test_stop_stops_everything(hub):
     servers = launcher.server_pids(hub)
     hub_pid, proxy = launcher.running_pid(hub), launcher.proxy_pid(hub)
     assert servers and hub_pid and proxy
-    services = procfs.children(hub_pid)
+    services = processes.children(hub_pid)
     assert services  # the formgrader and the idle culler
     proc = mlbd_hub(hub, "stop")
     assert proc.returncode == 0, proc.stderr[-2000:]
     for pid in [*servers, hub_pid, proxy, *services]:
-        assert not alive(pid), (pid, procfs.cmdline(pid))
+        assert not alive(pid), (pid, processes.cmdline(pid))
     assert "not running" in mlbd_hub(hub, "stop").stdout

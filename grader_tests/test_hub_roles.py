@@ -19,6 +19,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -126,7 +127,7 @@ def _grade_ids(s) -> dict:
             "    nb = gb.find_submission_notebook(sys.argv[3], sys.argv[2], 'hv_s1')\n"
             "    print(json.dumps({g.name: [g.id, c.id] for g in nb.grades for c in nb.comments if g.name == c.name}))\n")
     out = launcher.as_user(accounts.course_account(s.course_id),
-                           [launcher.sys.executable, "-c", code, f"sqlite:///{s.course_dir / 'gradebook.db'}", ASSIGNMENT, NB],
+                           [sys.executable, "-c", code, s.gradebook_url, ASSIGNMENT, NB],
                            cwd=s.course_dir, env=launcher.grader_env(s))
     return json.loads(out.stdout)
 
@@ -183,7 +184,7 @@ def test_root_never_executes_the_course_copy_config(hub):
     try:
         launcher.collect_and_grade(hub, ASSIGNMENT)
     finally:
-        launcher.as_user(grader, [launcher.sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])",
+        launcher.as_user(grader, [sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])",
                                   str(config), original], cwd=hub.course_dir)
     ran = sorted(p.name for p in marks.iterdir())
     assert f"ran-as-{pwd.getpwnam(grader).pw_uid}" in ran  # the course account's own steps read it (collect)

@@ -12,6 +12,7 @@ import sys
 
 from mlbd.formgrader import CONFIG_DIR as FORMGRADER_CONFIG
 from mlbd.hub import accounts, formgrader_service, profiles
+from mlbd.hub.runas import grader_env
 from mlbd.hub.settings import HubSettings
 
 c = get_config()  # noqa: F821
@@ -124,16 +125,12 @@ c.JupyterHub.services = [
         "command": [python, "-P", "-m", "mlbd.hub.formgrader_service", f"--ServerApp.root_dir={s.course_dir}"],
         "oauth_client_allowed_scopes": [formgrader_service.FULL_ACCESS_SCOPE],  # in instructors' tokens only
         "environment": {
+            **grader_env(s),  # exchange, course id, gradebook: as the launcher's nbgrader steps (mlbd.hub.runas)
             "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
             # + mlbd.formgrader: submission files by allowlist, active types as downloads in a CSP sandbox
             "JUPYTER_CONFIG_PATH": f"{s.etc / 'grader'}{os.pathsep}{FORMGRADER_CONFIG}",
             "JUPYTERHUB_DEFAULT_URL": "/formgrader",
             "JUPYTERHUB_DISABLE_USER_CONFIG": "1",  # no ~/.jupyter config of the course account
-            "MLBD_EXCHANGE": str(s.exchange),
-            "MLBD_COURSE_ID": s.course_id,
-            "MLBD_DB_URL": f"sqlite:///{s.course_dir / 'gradebook.db'}",
-            "MPLBACKEND": "Agg",
-            "MLBD_OFFLINE": "1",
             "HOME": os.path.expanduser(f"~{grader}"),
             "LANG": "C.UTF-8",
         },

@@ -2,13 +2,12 @@
 
 A throw-away hub (own state dir under /tmp, own accounts ``hbNNN``, free ports) is prepared,
 started, loaded and stopped; its accounts are removed at the end. Prints hub start time, p50/p95
-spawn time, failures, and memory per idle user server (RSS and PSS from /proc).
+spawn time, failures, and memory per idle user server (RSS and PSS, psutil).
 """
 from __future__ import annotations
 
 import csv
 import os
-import pwd
 import shutil
 import socket
 import statistics
@@ -19,6 +18,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -48,20 +48,14 @@ def _settings(repo: Path, users: int) -> HubSettings:
 
 def _memory(user: str) -> tuple[float, float] | None:
     """(RSS, PSS) in MiB of the user's server process (mlbd.hub.singleuser)."""
-    uid = pwd.getpwnam(user).pw_uid
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for proc in psutil.process_iter(["username", "cmdline"]):
+        if proc.info["username"] != user or "mlbd.hub.singleuser" not in (proc.info["cmdline"] or []):
             continue
         try:
-            if entry.stat().st_uid != uid or b"singleuser" not in (entry / "cmdline").read_bytes():
-                continue
-            fields = {}
-            for line in (entry / "smaps_rollup").read_text().splitlines()[1:]:
-                k, v = line.split(":", 1)
-                fields[k] = int(v.split()[0])
-            return fields["Rss"] / 1024, fields["Pss"] / 1024
-        except (OSError, KeyError, ValueError):
+            mem = proc.memory_full_info()
+        except psutil.Error:
             continue
+        return mem.rss / 2**20, mem.pss / 2**20
     return None
 
 

@@ -35,6 +35,10 @@ class HubSettings:
         return Path(self.state_dir) / "course"
 
     @property
+    def gradebook_url(self) -> str:   # the course copy's gradebook (nbgrader_config.py reads it from MLBD_DB_URL)
+        return f"sqlite:///{self.course_dir / 'gradebook.db'}"
+
+    @property
     def exchange(self) -> Path:
         return Path(self.state_dir) / "exchange"
 
