@@ -15,7 +15,7 @@ import nbformat
 
 # Files a browser runs (pages, SVG, scripts). A student's copy must never reach autograded/: the
 # formgrader serves that folder from the hub's own address, where a script acts as the grader.
-ACTIVE_CONTENT = frozenset({".html", ".htm", ".xhtml", ".shtml", ".svg", ".svgz", ".xml", ".xsl", ".xslt",
+ACTIVE_CONTENT = frozenset({".html", ".htm", ".xhtml", ".xht", ".xhtm", ".hta", ".shtml", ".svg", ".svgz", ".xml", ".xsl", ".xslt",
                             ".js", ".mjs", ".mht", ".mhtml"})
 
 
