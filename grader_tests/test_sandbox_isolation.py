@@ -222,3 +222,32 @@ def test_concurrent_kernels_on_one_dask_worker_cannot_signal_each_other():
     text = out(killer)
     # its own pid namespace: itself (pid 2) and the namespace's root-owned init, nothing else
     assert "pid 2 visible [1, 2] others []" in text and "kill -1 3" in text, text
+
+
+FIFO_AT_TEARDOWN = r'''
+import os
+log = os.path.join(os.path.dirname(os.getcwd()), "run", "kernel.log")
+for path in (log, "out.txt"):
+    try:
+        os.replace(path, path + ".old")
+    except OSError:
+        pass
+    try:
+        os.mkfifo(path)
+    except OSError:
+        pass
+'''
+
+
+def test_mlbd_grade_returns_and_grades_the_honest_student_after_a_fifo(tmp_path):
+    """Before: the FIFO at kernel.log made the root grader block at teardown, forever."""
+    from mlbd.grading import workload as w
+    from mlbd.grading.pipeline import grade
+    course = w.make_course(tmp_path / "course", memory_mb=768)
+    w.submit(course, "hostile", w.answered(course, {}, extra_cells=[("start", FIFO_AT_TEARDOWN)]))
+    w.submit(course, "honest", w.answered(course, w.RIGHT))
+    start = time.monotonic()
+    results = {r.student: r for r in grade(course, w.ASSIGNMENT, jobs=2, quiet=True)}
+    assert time.monotonic() - start < 300
+    assert results["honest"].status == "graded" and results["honest"].score == 10.0, results["honest"]
+    assert results["hostile"].status == "graded" and results["hostile"].score == 0.0, results["hostile"]
