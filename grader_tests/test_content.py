@@ -1,4 +1,5 @@
-"""Every assignment in source/: solutions pass, blanks fail, known wrong answers lose marks,
+"""Every assignment in source/: solutions pass, blanks fail, known wrong answers lose marks, known
+right answers keep them,
 releases leak nothing, no network, deterministic, within budget."""
 from __future__ import annotations
 
@@ -68,6 +69,37 @@ def test_known_wrong_answers_lose_marks(assignment, scratch):
             if r["passed"]:
                 problems.append(f"line {w.line} ({w.description}): still passes {r['passed']}")
     assert not problems, "known wrong answers that keep their marks:\n" + "\n".join(problems)
+
+
+RIGHT_DIR = WRONG_DIR.parent / "right_answers"
+
+
+def test_right_answers_keep_full_marks(assignment, scratch):
+    """Correct solutions written in another style than the reference lose no mark (issue 15)."""
+    path = RIGHT_DIR / f"{assignment}.txt"
+    if not path.exists():
+        pytest.skip(f"no right answers recorded for {assignment} yet ({path.relative_to(RIGHT_DIR.parent.parent)})")
+    right = validate.parse_right_answers(path.read_text(), str(path))
+    nbs = source_notebooks(assignment)
+    ids = {nb: {c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(str(nb), as_version=4).cells}
+           for nb in nbs}
+    orphans = [r.solution_id for r in right if not any(r.solution_id in i for i in ids.values())]
+    assert not orphans, f"right answers name unknown solution cells: {orphans}"
+    problems = []
+    for nb in nbs:
+        rs = [r for r in right if r.solution_id in ids[nb]]
+        if not rs:
+            continue
+        results = validate.run_right_answers(nb, rs, scratch / assignment / "right" / nb.stem)
+        for n, r in enumerate(rs):
+            res = results[n]
+            if res["setup_error"]:
+                problems.append(f"line {r.line} ({r.description}): the answer itself raised {res['setup_error']}")
+            if not res["tests"]:
+                problems.append(f"line {r.line} ({r.description}): no test cell uses {r.solution_id}'s names")
+            for gid, err in res["failed"].items():
+                problems.append(f"line {r.line} ({r.description}): loses {gid}: {err}")
+    assert not problems, "correct answers that lose marks (false fails):\n" + "\n".join(problems)
 
 
 def test_release_leaks_nothing(assignment):

@@ -76,10 +76,15 @@ assert double(-3) == -6, "negative numbers"
 """
 
 
-def test_harness_detects_wrong_answers_that_keep_marks(tmp_path):
-    """The wrong-answer check can fail: a 'wrong' answer that is in fact right is reported as passing."""
+def tiny_notebook(tmp_path):
     nb = tmp_path / "tiny.ipynb"
     nbformat.write(authoring.to_notebook(authoring.parse(TINY)), str(nb))
+    return nb
+
+
+def test_harness_detects_wrong_answers_that_keep_marks(tmp_path):
+    """The wrong-answer check can fail: a 'wrong' answer that is in fact right is reported as passing."""
+    nb = tiny_notebook(tmp_path)
     wrong = validate.parse_wrong_answers(
         "%% wrong double -> test_double : really wrong\ndef double(x):\n    return x + 2\n"
         "%% wrong double -> test_double : actually right\ndef double(x):\n    return x * 2\n"
@@ -90,6 +95,26 @@ def test_harness_detects_wrong_answers_that_keep_marks(tmp_path):
     assert results[2]["failed"] == ["test_double"]
     run = validate.execute(nb, tmp_path / "exec")
     assert run.scores == {"test_double": 2.0} and run.errors == {}
+
+
+def test_harness_detects_right_answers_that_lose_marks(tmp_path):
+    """The right-answer check can fail: a 'right' answer that is in fact wrong is reported, hidden tests included."""
+    nb = tiny_notebook(tmp_path)
+    right = validate.parse_right_answers(
+        "# comment lines before the first block are allowed\n"
+        "%% right double : a loop instead of a product\ndef double(x):\n    total = 0\n    for _ in range(2):\n"
+        "        total += x\n    return total\n"
+        "%% right double : deliberately wrong, caught only by the hidden test\ndef double(x):\n    return abs(2 * x)\n"
+        "%% right double : raises\ndef double(x):\n    return undefined_name\nundefined_name\n"
+        "%% right double : addition\ndef double(x):\n    return x + x\n")
+    assert [r.description.split()[0] for r in right] == ["a", "deliberately", "raises", "addition"]
+    results = validate.run_right_answers(nb, right, tmp_path / "work")
+    assert results[0] == {"tests": ["test_double"], "failed": {}, "setup_error": ""}
+    assert list(results[1]["failed"]) == ["test_double"] and "negative numbers" in results[1]["failed"]["test_double"]
+    assert "NameError" in results[2]["setup_error"] and "test_double" in results[2]["failed"]
+    assert results[3]["failed"] == {}, "the reference must be restored after a failing alternative"
+    with pytest.raises(ValueError, match="expected '%% right"):
+        validate.parse_right_answers("%% right double no description\nx = 1\n")
 
 
 def test_leak_check_finds_solution_lines(tmp_path):

@@ -6,6 +6,7 @@ so it executes notebooks directly with nbclient (no sandbox); student submission
 """
 from __future__ import annotations
 
+import copy
 import re
 import time
 from dataclasses import dataclass, field
@@ -116,31 +117,29 @@ class WrongAnswer:
     line: int
 
 
+def _blocks(text: str, tag: str, origin: str) -> list[tuple[int, str, str]]:
+    """Split ``%% TAG header`` blocks: (line of the header, header text after the tag, code)."""
+    blocks: list[tuple[int, str, list[str]]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.startswith(f"%% {tag} "):
+            blocks.append((lineno, line[len(tag) + 4:], []))
+        elif not blocks:
+            if line.strip() and not line.startswith("#"):
+                raise ValueError(f"{origin}:{lineno}: text before the first '%% {tag}' header")
+        else:
+            blocks[-1][2].append(line)
+    return [(n, head, "\n".join(body).strip("\n")) for n, head, body in blocks]
+
+
 def parse_wrong_answers(text: str, origin: str = "<wrong answers>") -> list[WrongAnswer]:
     """Parse ``%% wrong SOLUTION_ID -> TEST_ID[,TEST_ID] : description`` blocks."""
     items: list[WrongAnswer] = []
-    header = None
-    body: list[str] = []
-
-    def close():
-        if header is not None:
-            items.append(WrongAnswer(**header, code="\n".join(body).strip("\n")))
-
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.startswith("%% wrong "):
-            close()
-            body = []
-            m = re.match(r"%% wrong\s+(\S+)\s*->\s*([\w,\s-]+?)\s*:\s*(.+)$", line)
-            if not m:
-                raise ValueError(f"{origin}:{lineno}: expected '%% wrong SOLUTION_ID -> TEST_ID[,TEST_ID] : description'")
-            header = {"solution_id": m.group(1), "must_fail": [t.strip() for t in m.group(2).split(",") if t.strip()],
-                      "description": m.group(3).strip(), "line": lineno}
-        elif header is None:
-            if line.strip() and not line.startswith("#"):
-                raise ValueError(f"{origin}:{lineno}: text before the first '%% wrong' header")
-        else:
-            body.append(line)
-    close()
+    for lineno, head, code in _blocks(text, "wrong", origin):
+        m = re.match(r"\s*(\S+)\s*->\s*([\w,\s-]+?)\s*:\s*(.+)$", head)
+        if not m:
+            raise ValueError(f"{origin}:{lineno}: expected '%% wrong SOLUTION_ID -> TEST_ID[,TEST_ID] : description'")
+        items.append(WrongAnswer(solution_id=m.group(1), must_fail=[t.strip() for t in m.group(2).split(",") if t.strip()],
+                                 description=m.group(3).strip(), code=code, line=lineno))
     return items
 
 
@@ -179,6 +178,75 @@ def run_wrong_answers(path: Path, wrong: list[WrongAnswer], workdir: Path, timeo
             results[n] = outcome
             restore = nbformat.v4.new_code_cell(sol_cell.source)
             client.execute_cell(restore, sol_index)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Known right answers: correct solutions in another style must keep full marks
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class RightAnswer:
+    solution_id: str
+    description: str
+    code: str
+    line: int
+
+
+def parse_right_answers(text: str, origin: str = "<right answers>") -> list[RightAnswer]:
+    """Parse ``%% right SOLUTION_ID : what style it is`` blocks."""
+    items: list[RightAnswer] = []
+    for lineno, head, code in _blocks(text, "right", origin):
+        m = re.match(r"\s*(\S+)\s*:\s*(.+)$", head)
+        if not m:
+            raise ValueError(f"{origin}:{lineno}: expected '%% right SOLUTION_ID : description'")
+        items.append(RightAnswer(solution_id=m.group(1), description=m.group(2).strip(), code=code, line=lineno))
+    return items
+
+
+def run_right_answers(path: Path, right: list[RightAnswer], workdir: Path, timeout: int = 300) -> dict[int, dict]:
+    """Put each right answer in place of its solution cell in one warm kernel and run its tests.
+
+    The kernel first runs every non-test cell of the instructor notebook. For each alternative it
+    unbinds the names the reference cell defined, runs the alternative, recomputes the later cells
+    that use its names, and runs every test cell (hidden parts included) that uses any of them;
+    then it restores the reference. Returns ``{index in right: {"tests": [...], "failed":
+    {test id: error}, "setup_error": ...}}``.
+    """
+    from .mutants.runner import defined_names, plan_for   # the mutation runner's dependency plan
+
+    nb = nbformat.read(str(path), as_version=4)
+    index = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(nb.cells)}
+    for r in right:
+        if r.solution_id not in index:
+            raise KeyError(f"right answer at line {r.line}: no cell with grade_id {r.solution_id!r} in {path.name}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    # nbclient stores each executed cell back into the notebook it runs: give it a copy.
+    client = notebook_client(copy.deepcopy(nb), workdir, timeout)
+    results: dict[int, dict] = {}
+    with client.setup_kernel(env=kernel_env(), cwd=str(workdir)):
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code" and kind_of(cell) != "tests":
+                client.execute_cell(copy.deepcopy(cell), i)
+        for n, r in enumerate(right):
+            plan = plan_for(nb, index[r.solution_id])
+            names = sorted(defined_names(nb.cells[plan.solution_index].source))
+            client.execute_cell(nbformat.v4.new_code_cell(
+                f"for _mlbd_name in {names!r}:\n    globals().pop(_mlbd_name, None)"), plan.solution_index)
+            probe = nbformat.v4.new_code_cell(r.code)
+            client.execute_cell(probe, plan.solution_index)
+            outcome = {"tests": [nb.cells[i].metadata["nbgrader"]["grade_id"] for i in plan.tests],
+                       "failed": {}, "setup_error": error_text(probe) if cell_failed(probe) else ""}
+            for i in plan.dependents:
+                client.execute_cell(nbformat.v4.new_code_cell(nb.cells[i].source), i)
+            for i in plan.tests:
+                probe_test = nbformat.v4.new_code_cell(nb.cells[i].source)
+                client.execute_cell(probe_test, i)
+                if cell_failed(probe_test):
+                    outcome["failed"][nb.cells[i].metadata["nbgrader"]["grade_id"]] = error_text(probe_test)
+            results[n] = outcome
+            for i in [plan.solution_index, *plan.dependents]:
+                client.execute_cell(nbformat.v4.new_code_cell(nb.cells[i].source), i)
     return results
 
 
