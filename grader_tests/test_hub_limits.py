@@ -72,8 +72,8 @@ def hub():
         yield s
     finally:
         log = s.hub_dir / "jupyterhub.log"
-        if log.is_file():
-            print(log.read_text()[-6000:])  # shown when a test failed
+        if log.is_file():  # the hub's own lines, shown when a test failed
+            print("\n".join(line for line in log.read_text().splitlines() if " JupyterHub " in line)[-6000:])
         launcher.stop(s)
         cleanup(s)
 

@@ -163,6 +163,10 @@ class CourseSpawner(LocalProcessSpawner):
         name = f"mlbd-server-{self.user.name}" + (f"-{self.name}" if self.name else "")
         try:
             cg = cgroups.create(name, mem, self.pids_limit, cpus=self.cpu_limit or None)
+            if cg.pids():  # left by a server stopped without the hub (`mlbd hub stop` after a hub crash)
+                self.log.warning("%s: killing %d process(es) left in %s", self.user.name, len(cg.pids()), name)
+                cg.destroy()
+                cg = cgroups.create(name, mem, self.pids_limit, cpus=self.cpu_limit or None)
         except cgroups.CgroupUnavailable as exc:
             raise refusal(500, f"cannot limit {self.user.name}'s server: {exc}. Run the hub as root on a host "
                                "with cgroups, or set CourseSpawner.enforce_limits = False") from None
