@@ -424,6 +424,9 @@ class PrivateCollect(_TraversableRoot, default.ExchangeCollect):
                                  entry.path, utc_text(claim), utc_text(received))
             with open(os.path.join(ready, "timestamp.txt"), "w") as fh:
                 fh.write(utc_text(received))
+            if not os.path.isfile(os.path.join(ready, "submission_secret.txt")):
+                self.log.warning("%s has no submission_secret.txt (not made by nbgrader submit): it is graded, "
+                                 "but its feedback cannot be released to the student", entry.path)
             if os.path.isdir(dest):
                 shutil.rmtree(dest)
             os.rename(ready, dest)
