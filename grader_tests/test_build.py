@@ -1,6 +1,7 @@
 """`mlbd build --only-changed` (what `make hub` runs) regenerates a release only when what it is made
-from changed since it was built: the assignment's source/ files, nbgrader_config.py, nbgrader's
-version, or the release itself (a hand edit). Real nbgrader on a copy of one assignment."""
+from changed since it was built: the assignment's source/ files, the generate_assignment part of
+nbgrader_config.py (not grading settings), nbgrader's version, or the release itself (a hand edit).
+Real nbgrader on a copy of one assignment."""
 from __future__ import annotations
 
 import json
@@ -42,8 +43,11 @@ def test_only_changed_rebuilds_what_changed(tmp_path, monkeypatch):
     assert build.build(tmp_path, [A], log=log.append, only_changed=True) == [A]
     assert "New." in (tmp_path / "release" / A / nb.name).read_text()
     assert build.is_current(tmp_path, A)
-    with open(tmp_path / "nbgrader_config.py", "a") as fh:
-        fh.write("\n# changed\n")
+    with open(tmp_path / "nbgrader_config.py", "a") as fh:   # grading settings: the release stays current
+        fh.write("\nc.Sandbox.memory_mb = 999\nc.ExecutePreprocessor.timeout = 7\n")
+    assert build.is_current(tmp_path, A)
+    with open(tmp_path / "nbgrader_config.py", "a") as fh:   # a generate_assignment setting: stale
+        fh.write('\nc.ClearSolutions.code_stub = {"python": "# YOUR ANSWER HERE\\nraise NotImplementedError()"}\n')
     assert not build.is_current(tmp_path, A)
     build.build(tmp_path, [A], log=log.append)            # a plain build always rebuilds, and records
     assert build.is_current(tmp_path, A)

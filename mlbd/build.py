@@ -1,7 +1,8 @@
 """Regenerate ``release/`` (the student versions) from ``source/`` with nbgrader.
 
 Each build records, per assignment, a digest of what the release is made from (the assignment's
-``source/`` files, ``nbgrader_config.py`` and nbgrader's version) and of the release it made, in
+``source/`` files, nbgrader's version and the part of ``nbgrader_config.py`` that generate_assignment
+uses) and of the release it made, in
 ``release/.build.json`` (committed with ``release/``). ``build(..., only_changed=True)`` (``mlbd build
 --only-changed``, which ``make hub`` runs) skips an assignment whose inputs and release still have
 the recorded digests, so a fresh clone starts the hub without regenerating 17 releases.
@@ -27,11 +28,31 @@ def _digest_tree(root: Path, h: "hashlib._Hash") -> None:
         h.update(hashlib.sha256(path.read_bytes()).digest())
 
 
-def inputs_digest(course_dir: Path, assignment: str) -> str:
-    """What the release of ``assignment`` is generated from."""
-    h = hashlib.sha256(f"nbgrader {version('nbgrader')}\0".encode())
-    config = course_dir / "nbgrader_config.py"
-    h.update(config.read_bytes() if config.is_file() else b"")
+# CourseDirectory settings that change what generate_assignment writes (not where the gradebook is)
+_COURSE_DIRECTORY_KEYS = ("source_directory", "release_directory", "ignore", "include", "max_file_size", "notebook_id")
+
+
+def generation_settings(course_dir: Path) -> str:
+    """The part of ``nbgrader_config.py`` that ``nbgrader generate_assignment`` uses, as JSON: the
+    sections of GenerateAssignment, its preprocessors (and their base classes) and the
+    CourseDirectory keys above. Grading, sandbox or exchange settings do not make releases stale."""
+    from nbgrader.converters import GenerateAssignment
+    from traitlets.config import Config, PyFileConfigLoader
+
+    cfg = Config()
+    if (course_dir / "nbgrader_config.py").is_file():
+        cfg = PyFileConfigLoader("nbgrader_config.py", path=str(course_dir)).load_config()
+    classes = {"GenerateAssignment", "BaseConverter"}
+    for pre in GenerateAssignment(config=cfg).preprocessors:
+        classes |= {c.__name__ for c in pre.__mro__}
+    relevant = {name: cfg[name] for name in sorted(classes) if name in cfg}
+    relevant["CourseDirectory"] = {k: cfg.CourseDirectory[k] for k in _COURSE_DIRECTORY_KEYS if k in cfg.CourseDirectory}
+    return json.dumps({"nbgrader": version("nbgrader"), "config": relevant}, sort_keys=True, default=repr)
+
+
+def inputs_digest(course_dir: Path, assignment: str, settings: str | None = None) -> str:
+    """What the release of ``assignment`` is generated from: its source/ files and the settings."""
+    h = hashlib.sha256((settings if settings is not None else generation_settings(course_dir)).encode() + b"\0")
     _digest_tree(course_dir / "source" / assignment, h)
     return h.hexdigest()
 
@@ -59,10 +80,10 @@ def _save_manifest(course_dir: Path, manifest: dict) -> None:
     os.replace(tmp, path)
 
 
-def is_current(course_dir: Path, assignment: str, manifest: dict | None = None) -> bool:
+def is_current(course_dir: Path, assignment: str, manifest: dict | None = None, settings: str | None = None) -> bool:
     """True when ``release/ASSIGNMENT`` is the one the last build made from today's inputs."""
     entry = (load_manifest(course_dir) if manifest is None else manifest).get(assignment)
-    return bool(entry) and entry.get("inputs") == inputs_digest(course_dir, assignment) \
+    return bool(entry) and entry.get("inputs") == inputs_digest(course_dir, assignment, settings) \
         and entry.get("release") == release_digest(course_dir, assignment)
 
 
@@ -74,14 +95,15 @@ def build(course_dir: Path, wanted: list[str] | None = None, log=print, only_cha
     release is current (``is_current``) are left as they are.
     """
     manifest = load_manifest(course_dir)
+    settings = generation_settings(course_dir)
     built, kept = [], []
     for assignment in check_assignments(course_dir, wanted):
-        if only_changed and is_current(course_dir, assignment, manifest):
+        if only_changed and is_current(course_dir, assignment, manifest, settings):
             kept.append(assignment)
             continue
         shutil.rmtree(course_dir / "release" / assignment, ignore_errors=True)
         nbgrader(course_dir, "generate_assignment", assignment, "--force")
-        manifest[assignment] = {"inputs": inputs_digest(course_dir, assignment),
+        manifest[assignment] = {"inputs": inputs_digest(course_dir, assignment, settings),
                                 "release": release_digest(course_dir, assignment)}
         _save_manifest(course_dir, manifest)
         log(f"built release/{assignment}")
