@@ -207,10 +207,16 @@ def test_grade_then_items_report(tmp_path):
     course = w.make_course(tmp_path / "course", timeout=30)
     for student, answers in {"right": w.RIGHT, "partly": w.PARTLY_WRONG, "blank": None}.items():
         w.submit(course, student, w.answered(course, answers) if answers else w.release_notebook(course))
-    for args in (["grade", w.ASSIGNMENT, "--jobs", "2"], ["report", w.ASSIGNMENT, "--items", "--out", str(tmp_path / "r")]):
+    def mlbd(*args):
         proc = subprocess.run([sys.executable, "-m", "mlbd.cli", *args, "--course-dir", str(course)], env=tool_env(),
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
+
+    mlbd("grade", w.ASSIGNMENT, "--jobs", "2")
+    # a submission mlbd grade could not grade leaves a failure record (and no gradebook entry)
+    (course / ".mlbd" / "results" / w.ASSIGNMENT / "ghost.json").write_text(json.dumps(
+        {"student": "ghost", "assignment": w.ASSIGNMENT, "status": "failed", "errors": ["preparing failed: OSError: x"]}))
+    mlbd("report", w.ASSIGNMENT, "--items", "--out", str(tmp_path / "r"))
     record = json.loads((course / ".mlbd" / "results" / w.ASSIGNMENT / "partly.json").read_text())
     assert record["tests"] == {"sk/t1": "passed", "sk/t2": "hidden", "sk/t3": "passed", "sk/t4": "passed",
                                "sk/t5": "hidden"}
@@ -223,6 +229,7 @@ def test_grade_then_items_report(tmp_path):
     assert stats["sk/t2"]["visible_only"] == pytest.approx(1 / 2) and stats["sk/t2"]["visible_only_n"] == 2
     assert stats["sk/t1"]["visible_only"] == 0 and stats["sk/t1"]["mean"] == pytest.approx(4 / 3)
     assert data["assignment_stats"]["n"] == 3 and len(data["assignment_stats"]["seconds"]) == 3
+    assert data["assignment_stats"]["failed"] == 1 and data["assignment_stats"]["errors_by_cause"]["preparing failed"] == 1
     assert sorted(data["assignment_stats"]["totals"]) == [0.0, 6.0, 10.0]
     page = (tmp_path / "r" / "items.html").read_text()
     assert "sk/t2" in page and "Weak visible tests" in page and "data:image/png;base64," in page

@@ -117,12 +117,13 @@ def make(course: Path, assignment: str, n: int, seed: int = 0) -> list[tuple[str
             record["errors"].append(f"{assignment}: cell test_ridge_cv_hidden: the cell ran longer than 60 s and was interrupted")
         (results / f"{s}.json").write_text(json.dumps(record))
     release = Path(course) / "release" / assignment
-    planted = []
+    planted, victims = [], set()
     sources = {p.stem: _solutions(Path(course) / "source" / assignment / p.name) for p in release.glob("*.ipynb")}
     code: dict[str, dict[str, dict[str, str]]] = {}
     for i, s in enumerate(students):
-        if i % 25 == 24:                 # a disguised copy of an earlier student
-            victim = students[rng.randrange(i)]
+        if i % 25 == 24:                 # a disguised copy of an earlier student who wrote their own
+            victim = rng.choice([v for j, v in enumerate(students[:i]) if j % 25 != 24 and v not in victims])
+            victims.add(victim)          # each copied once, so every copy pair is a planted pair
             planted.append((victim, s))
             code[s] = {nb: {gid: _copy_of(src, rng) for gid, src in cells.items()} for nb, cells in code[victim].items()}
         else:

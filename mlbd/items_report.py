@@ -55,12 +55,18 @@ def load(course_dir: Path, assignment: str) -> tuple[list[it.Item], list[it.Resp
     for student, nb, cell, points in rows:
         if f"{nb}/{cell}" in wanted:
             cells[student][f"{nb}/{cell}"] = float(points or 0.0)
+    records = Path(cd.root) / scoring.RESULTS / assignment
+    students = sorted(set(totals) | {p.stem for p in records.glob("*.json")})
     responses = []
-    for student in sorted(totals):
+    for student in students:
         rec = scoring.read_record(Path(cd.root), assignment, student) or {}
+        failed = rec.get("status") == "failed"      # mlbd grade could not grade it: the reason is in errors
+        if student not in totals and not failed:
+            continue
         responses.append(it.Response(
-            student, cells[student], dict(rec.get("tests", {})), list(rec.get("flags", [])),
-            list(rec.get("errors", [])), rec.get("execute_seconds"), float(totals[student] or 0.0)))
+            student, {} if failed else cells[student], dict(rec.get("tests", {})), list(rec.get("flags", [])),
+            list(rec.get("errors", [])), rec.get("execute_seconds"), None if failed else float(totals[student] or 0.0),
+            failed=failed))
     return items, responses, max_score
 
 
