@@ -340,6 +340,14 @@ def test_trivial_and_unchanged_cells_are_not_documents(course):
     assert "import numpy" not in docs["alice"].code, "set-up cells are not the student's"
 
 
+def test_huge_cells_are_cut(tmp_path):
+    folder = tmp_path / "s" / "ex"
+    folder.mkdir(parents=True)
+    nbformat.write(_nb({"knn": "x = [" + "1, " * 500_000 + "]"}), str(folder / "ex.ipynb"))
+    docs = sim.documents(tmp_path, "ex", {"ex": {"knn": ""}}, sim.Settings())
+    assert len(docs) == 1 and len(docs[0].code) < 20_100
+
+
 def test_archive_of_an_earlier_cohort(course, tmp_path):
     archive = tmp_path / "cohort2024"
     # last year's frank wrote what erin hands in this year (renamed); two archived students copy each other

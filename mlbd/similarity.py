@@ -48,6 +48,7 @@ class Settings:
     min_overlap: float = 0.2     # pre-selection: shared fingerprints / the smaller document's
     top: int = 50                # pairs shown side by side
     jobs: int | None = None      # fingerprinting processes (default: one per core)
+    max_cell_chars: int = 20_000  # a pasted data dump must not make the report take hours
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def student_code(folder: Path, solutions: dict[str, dict[str, str]], settings: S
             if not isinstance(cell, dict) or cell.get("cell_type") != "code" or gid not in stubs:
                 continue
             src = cell.get("source", "")
-            src = src if isinstance(src, str) else "".join(src)
+            src = (src if isinstance(src, str) else "".join(src))[: settings.max_cell_chars]
             if src.strip() == stubs[gid].strip() or _tokens(src) < settings.min_tokens:
                 continue
             parts.append(f"# {name}/{gid}\n{src.rstrip()}\n")
