@@ -324,6 +324,15 @@ def test_planted_copies_rank_first(course):
     assert all("blank" not in (r["student_a"], r["student_b"]) for r in rows), "handed-out code is boilerplate"
 
 
+def test_autograded_folder_as_source(course):
+    import shutil
+
+    shutil.move(str(course / "submitted"), str(course / "autograded"))
+    rows = _pairs(course, "--source", "autograded")
+    assert {frozenset((r["student_a"], r["student_b"])) for r in rows[:2]} == {
+        frozenset({"alice", "mallory"}), frozenset({"bob", "trudy"})}
+
+
 def test_report_escapes_code_and_highlights(course):
     _pairs(course)
     page = (course / "out" / "similarity.html").read_text()
