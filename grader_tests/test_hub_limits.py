@@ -204,3 +204,32 @@ def test_limits_hold_and_others_keep_answering(hub):
     assert not user_pids(S1), f"left running: {user_pids(S1)}"
     assert not cgroup_dir("memory", S1).exists() and not cgroup_dir("pids", S1).exists()
     others_answer(hub, u2)
+
+
+def test_a_cgroup_left_by_a_crashed_hub_is_replaced():
+    """A server cgroup a crashed hub left behind, with lower limits and a process still inside: the
+    next start kills the process and gets the new profile's limits (v1 refused a memory limit above
+    the old memsw limit)."""
+    import subprocess
+
+    from mlbd.hub.spawner import CourseSpawner
+
+    old = cgroups.create("mlbd-server-hl_stale", 64 * 2**20, 32, cpus=0.5)
+    left = subprocess.Popen(["sleep", "60"])
+    old.add(left.pid)
+
+    class User:
+        name, groups = "hl_stale", []
+
+    sp = CourseSpawner()
+    sp.user = User()
+    sp.mem_limit, sp.cpu_limit = "256M", 1.0
+    try:
+        sp._make_cgroup()
+        assert left.wait(timeout=10) == -9
+        assert int((cgroup_dir("memory", "hl_stale") / "memory.limit_in_bytes").read_text()) == 256 * 2**20
+        assert not sp._cgroup().pids()
+    finally:
+        left.kill()
+        sp._drop_cgroup()
+    assert not cgroup_dir("memory", "hl_stale").exists()

@@ -162,7 +162,12 @@ class CourseSpawner(LocalProcessSpawner):
                                "(hub_config/k8s/values.yaml) or CourseSpawner.enforce_limits = False")
         name = f"mlbd-server-{self.user.name}" + (f"-{self.name}" if self.name else "")
         try:
-            cg = cgroups.create(name, mem, self.pids_limit, cpus=self.cpu_limit or None)
+            try:
+                cg = cgroups.create(name, mem, self.pids_limit, cpus=self.cpu_limit or None)
+            except cgroups.CgroupUnavailable:
+                # a cgroup left by a crashed hub with lower limits refuses higher ones (v1: EINVAL
+                # above its memsw limit); the failed attempt removed it, so a second one starts clean
+                cg = cgroups.create(name, mem, self.pids_limit, cpus=self.cpu_limit or None)
             if cg.pids():  # left by a server stopped without the hub (`mlbd hub stop` after a hub crash)
                 self.log.warning("%s: killing %d process(es) left in %s", self.user.name, len(cg.pids()), name)
                 cg.destroy()
