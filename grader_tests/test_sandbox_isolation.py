@@ -175,10 +175,11 @@ KILLER = r'''
 import os, signal, time
 time.sleep(3)                       # the honest kernel is running by now
 mine = os.getpid()
+own = sorted(int(t) for t in os.listdir("/proc/self/task"))      # its own threads: not suicide
 visible = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
 killed = []
-for pid in list(range(2, 40000)):
-    if pid == mine:
+for pid in list(range(1, 40000)):
+    if pid in own:
         continue
     try:
         os.kill(pid, signal.SIGKILL)
@@ -189,8 +190,7 @@ try:
     os.kill(-1, signal.SIGKILL)
 except OSError as exc:
     print("kill -1", exc.errno)
-own = sorted(int(t) for t in os.listdir("/proc/self/task"))
-print("pid", mine, "visible", visible, "others", sorted(set(killed) - set(own)))
+print("pid", mine, "visible", visible, "others", killed)
 '''
 HONEST = r'''
 import time
