@@ -16,27 +16,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import items as it
-from .course import CourseError
 
 
 def load(course_dir: Path, assignment: str) -> tuple[list[it.Item], list[it.Response], float]:
     """Test cells, one response per submission in the gradebook, and the assignment's maximum."""
-    from nbgrader.api import (Gradebook, GradeCell, Grade, MissingEntry, Notebook, SubmittedAssignment,
-                              SubmittedNotebook)
+    from nbgrader.api import GradeCell, Grade, Notebook, SubmittedAssignment, SubmittedNotebook
 
     from .grading import score as scoring
-    from .grading.pipeline import course_directory, load_config
+    from .report import open_assignment
 
-    cd = course_directory(course_dir, load_config(course_dir))
-    try:
-        gb = Gradebook(cd.db_url, cd.course_id)
-    except Exception as exc:  # noqa: BLE001
-        raise CourseError(f"cannot open the gradebook {cd.db_url}: {exc}") from exc
-    with gb:
-        try:
-            a = gb.find_assignment(assignment)
-        except MissingEntry:
-            raise CourseError(f"assignment {assignment!r} is not in the gradebook") from None
+    with open_assignment(course_dir, assignment) as (cd, gb, a):
         solutions = {(c.notebook.name, c.name) for nb in a.notebooks for c in nb.solution_cells}
         items = [it.Item(f"{nb.name}/{gc.name}", float(gc.max_score))
                  for nb in a.notebooks for gc in nb.grade_cells

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,17 +41,14 @@ class Row:
     last_name: str = ""
 
 
-def collect(course_dir: Path, assignment: str) -> dict:
-    """``{"assignment", "submissions": [Row, ...], "questions": {qid: max}}`` from gradebook, run
-    records and the submitted folder: one row per student of the gradebook or with a submission."""
+@contextmanager
+def open_assignment(course_dir: Path, assignment: str):
+    """``(course_directory, gradebook, assignment)`` of the course's gradebook, with one-line errors."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    from .grading import score as scoring
-    from .grading.pipeline import _submitted_students, course_directory, load_config
+    from .grading.pipeline import course_directory, load_config
 
-    cfg = load_config(course_dir)
-    cd = course_directory(course_dir, cfg)
-    root = Path(cd.root)
+    cd = course_directory(course_dir, load_config(course_dir))
     try:
         gb = Gradebook(cd.db_url, cd.course_id)
     except Exception as exc:  # noqa: BLE001
@@ -59,7 +57,18 @@ def collect(course_dir: Path, assignment: str) -> dict:
         try:
             a = gb.find_assignment(assignment)
         except MissingEntry:
-            raise CourseError(f"assignment {assignment!r} is not in the gradebook")
+            raise CourseError(f"assignment {assignment!r} is not in the gradebook") from None
+        yield cd, gb, a
+
+
+def collect(course_dir: Path, assignment: str) -> dict:
+    """``{"assignment", "submissions": [Row, ...], "questions": {qid: max}}`` from gradebook, run
+    records and the submitted folder: one row per student of the gradebook or with a submission."""
+    from .grading import score as scoring
+    from .grading.pipeline import _submitted_students
+
+    with open_assignment(course_dir, assignment) as (cd, gb, a):
+        root = Path(cd.root)
         questions = {}
         for nb in a.notebooks:
             for gc in nb.grade_cells:
