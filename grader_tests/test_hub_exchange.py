@@ -138,6 +138,8 @@ if kind == "sparse":
 elif kind == "many":
     for i in range(5000):
         open(os.path.join(d, f"f{i:04}.txt"), "w").write("x")
+elif kind == "unreadable":
+    os.chmod(d, 0o300)
 """
 
 FORGE = r"""
@@ -153,6 +155,7 @@ PLANTED = {"unparsable": "hx_s3+lecture01+not-a-date",
            "sparse": "hx_s3+lecture01+2026-11-01 00:00:00.000000 UTC+sparse",
            "many": "hx_s3+lecture01+2026-11-02 00:00:00.000000 UTC+many",
            "victim": "hx_s4+lecture01+2099-01-01 00:00:00.000000 UTC+planted",
+           "unreadable": "hx_s3+lecture01+2026-10-15 00:00:00.000000 UTC+unreadable",
            "handmade": "hx_s3+lecture01+2026-10-01 00:00:00.000000 UTC+handmade"}
 
 
@@ -216,6 +219,7 @@ def test_one_students_unparsable_or_oversized_entry_stops_nobody(attacked):
     assert attacked["collect"].returncode == 0, out[-3000:]
     assert "hx_s3+lecture01+not-a-date: the time in its name does not parse" in out, out[-3000:]
     assert f"{PLANTED['sparse']}: more than" in out and "bytes (CourseDirectory.max_dir_size)" in out, out[-3000:]
+    assert f"{PLANTED['unreadable']}: cannot be read (Permission denied" in out, out[-3000:]
     for student in ("hx_s4", "hx_s5"):
         assert (attacked["submitted"] / student / "lecture01" / NB).is_file(), student
     got3 = attacked["submitted"] / "hx_s3" / "lecture01"   # the attacker's own acceptable entry only
