@@ -128,3 +128,20 @@ def test_otter_route_does_not_protect_against_a_patched_exec(_cache, scratch):
         got = otter.otter_run(built[src.name]["autograder_zip"], work / src.name, work / "run")
         # blank answers, full marks: documented, not protected
         assert {q: s for q, s in got.items() if q in expected} == {q: (p, p) for q, p in expected.items()}, got
+
+
+@pytest.mark.unit
+def test_hidden_only_test_cells_get_no_public_case():
+    """A hidden-tests cell shows students only its label comment: otter must not turn that comment
+    into a 0-point public check that always passes."""
+    nb_path = source_notebooks("coursework1")[0]
+    master = otter.master_notebook(nb_path, "coursework1", "", [])
+    hidden_only = [c.metadata["nbgrader"]["grade_id"] for c in nbformat.read(str(nb_path), as_version=4).cells
+                   if kind_of(c) == "tests" and not any(
+                       ln.strip() and not ln.lstrip().startswith("#")
+                       for ln in c.source.split("### BEGIN HIDDEN TESTS")[0].splitlines())]
+    assert hidden_only, "coursework 1 has hidden-only test cells"
+    text = "\n".join(c.source for c in master.cells)
+    for gid in hidden_only:
+        assert f"{gid}_public" not in text, f"{gid}: a public otter case made of a comment"
+        assert f'"name": "{gid}"' in text or f"name: {gid}" in text or gid in text

@@ -113,7 +113,8 @@ def master_notebook(source_nb: Path, assignment: str, requirements: str, files: 
                 out.cells.append(_raw("# BEGIN TESTS"))
                 open_question = "tests"
             visible = cell.source.split("### BEGIN HIDDEN TESTS")[0].strip()
-            if visible:
+            # a hidden-tests cell shows students only its label comment: no public case for it
+            if any(line.strip() and not line.lstrip().startswith("#") for line in visible.splitlines()):
                 out.cells.append(_test_case(f"{gid}_public", visible, 0, hidden=False))
             out.cells.append(_test_case(gid, HIDDEN_RE.sub(r"\1", cell.source), float(md.get("points", 0)), hidden=True))
         elif kind in ("answer", "task"):
