@@ -213,7 +213,7 @@ def run_right_answers(path: Path, right: list[RightAnswer], workdir: Path, timeo
     then it restores the reference. Returns ``{index in right: {"tests": [...], "failed":
     {test id: error}, "setup_error": ...}}``.
     """
-    from .mutants.runner import defined_names, plan_for   # the mutation runner's dependency plan
+    from .mutants.runner import try_in_place   # the mutation runner's replace-and-test step
 
     nb = nbformat.read(str(path), as_version=4)
     index = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(nb.cells)}
@@ -229,24 +229,8 @@ def run_right_answers(path: Path, right: list[RightAnswer], workdir: Path, timeo
             if cell.cell_type == "code" and kind_of(cell) != "tests":
                 client.execute_cell(copy.deepcopy(cell), i)
         for n, r in enumerate(right):
-            plan = plan_for(nb, index[r.solution_id])
-            names = sorted(defined_names(nb.cells[plan.solution_index].source))
-            client.execute_cell(nbformat.v4.new_code_cell(
-                f"for _mlbd_name in {names!r}:\n    globals().pop(_mlbd_name, None)"), plan.solution_index)
-            probe = nbformat.v4.new_code_cell(r.code)
-            client.execute_cell(probe, plan.solution_index)
-            outcome = {"tests": [nb.cells[i].metadata["nbgrader"]["grade_id"] for i in plan.tests],
-                       "failed": {}, "setup_error": error_text(probe) if cell_failed(probe) else ""}
-            for i in plan.dependents:
-                client.execute_cell(nbformat.v4.new_code_cell(nb.cells[i].source), i)
-            for i in plan.tests:
-                probe_test = nbformat.v4.new_code_cell(nb.cells[i].source)
-                client.execute_cell(probe_test, i)
-                if cell_failed(probe_test):
-                    outcome["failed"][nb.cells[i].metadata["nbgrader"]["grade_id"]] = error_text(probe_test)
-            results[n] = outcome
-            for i in [plan.solution_index, *plan.dependents]:
-                client.execute_cell(nbformat.v4.new_code_cell(nb.cells[i].source), i)
+            trial = try_in_place(client, nb, index[r.solution_id], r.code)
+            results[n] = {"tests": trial.tests, "failed": trial.failed, "setup_error": trial.cell_error}
     return results
 
 

@@ -117,6 +117,43 @@ def sample(mutants: list[Mutant], size: int | None, seed: int = 0) -> list[Mutan
     return sorted(random.Random(seed).sample(ordered, size), key=lambda m: m.key)
 
 
+@dataclass
+class Trial:
+    """What happened when other code stood in for a solution cell."""
+    tests: list[str]                                       # grade ids of the tests that ran
+    cell_error: str = ""                                   # the replacement itself raised
+    failed: dict[str, str] = field(default_factory=dict)   # grade id -> error of each failed test
+
+
+def try_in_place(client, nb, solution_index: int, code: str) -> Trial:
+    """Run ``code`` in place of a solution cell in a kernel that has run the notebook, then the
+    later cells that use its names and the tests that use any of them; restore the reference.
+
+    The reference run bound the cell's names: they are unbound first, or code that leaves out
+    an assignment would still see the reference value.
+    """
+    plan = plan_for(nb, solution_index)
+    gid = lambda i: nb.cells[i].metadata["nbgrader"]["grade_id"]  # noqa: E731
+    trial = Trial(tests=[gid(i) for i in plan.tests])
+    names = sorted(defined_names(nb.cells[solution_index].source))
+    client.execute_cell(nbformat.v4.new_code_cell(
+        f"for _mlbd_name in {names!r}:\n    globals().pop(_mlbd_name, None)"), solution_index)
+    replacement = nbformat.v4.new_code_cell(code)
+    client.execute_cell(replacement, solution_index)
+    if validate.cell_failed(replacement):
+        trial.cell_error = validate.error_text(replacement)
+    for i in plan.dependents:
+        client.execute_cell(nbformat.v4.new_code_cell(nb.cells[i].source), i)
+    for i in plan.tests:
+        probe = nbformat.v4.new_code_cell(nb.cells[i].source)
+        client.execute_cell(probe, i)
+        if validate.cell_failed(probe):
+            trial.failed[gid(i)] = validate.error_text(probe)
+    for i in [solution_index, *plan.dependents]:
+        client.execute_cell(nbformat.v4.new_code_cell(nb.cells[i].source), i)
+    return trial
+
+
 def _run_chunk(path: str, mutants: list[Mutant], workdir: str, timeout: int) -> list[MutantResult]:
     nb = nbformat.read(path, as_version=4)
     index = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(nb.cells)}
@@ -132,27 +169,11 @@ def _run_chunk(path: str, mutants: list[Mutant], workdir: str, timeout: int) -> 
                 client.execute_cell(copy.deepcopy(cell), i)
         for m in mutants:
             start = time.perf_counter()
-            plan = plan_for(nb, index[m.solution_id])
-            result = MutantResult(m, Path(path).name)
-            # The reference run bound the cell's names: unbind them, or a mutant that removes an
-            # assignment would still see the reference value.
-            names = sorted(defined_names(nb.cells[plan.solution_index].source))
-            client.execute_cell(nbformat.v4.new_code_cell(
-                f"for _mlbd_name in {names!r}:\n    globals().pop(_mlbd_name, None)"), plan.solution_index)
-            mutated = nbformat.v4.new_code_cell(m.source)
-            client.execute_cell(mutated, plan.solution_index)
-            if validate.cell_failed(mutated):
+            trial = try_in_place(client, nb, index[m.solution_id], m.source)
+            result = MutantResult(m, Path(path).name, seconds=0.0)
+            if trial.cell_error:
                 result.killed_by.append(f"{m.solution_id} (the mutated cell raised)")
-            else:
-                for i in plan.dependents:
-                    client.execute_cell(nbformat.v4.new_code_cell(nb.cells[i].source), i)
-                for i in plan.tests:
-                    probe = nbformat.v4.new_code_cell(nb.cells[i].source)
-                    client.execute_cell(probe, i)
-                    if validate.cell_failed(probe):
-                        result.killed_by.append(nb.cells[i].metadata["nbgrader"]["grade_id"])
-            for i in [plan.solution_index, *plan.dependents]:
-                client.execute_cell(nbformat.v4.new_code_cell(nb.cells[i].source), i)
+            result.killed_by.extend(trial.failed)
             result.seconds = time.perf_counter() - start
             results.append(result)
     return results
