@@ -95,6 +95,8 @@ def wait_ready(s: HubSettings, timeout: float = 120, proc: subprocess.Popen | No
     urls = [f"{s.url}/hub/api/", f"{s.url}/services/formgrader/"]
     while time.monotonic() - start < timeout:
         if proc is not None and proc.poll() is not None:
+            if proc.returncode in (-signal.SIGTERM, -signal.SIGINT):   # `mlbd hub stop` or Ctrl-C
+                raise CourseError("the hub was stopped before it was ready")
             raise CourseError(f"jupyterhub exited with status {proc.returncode}; see {s.hub_dir / 'jupyterhub.log'}")
         try:
             for url in urls:
