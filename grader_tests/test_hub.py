@@ -29,10 +29,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hub"),
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "lecture01"
 NB = "L01_quickcheck.ipynb"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
 
 @pytest.fixture(scope="module")
 def hub():
@@ -155,17 +151,6 @@ def open_assignments(page) -> None:
     page.locator(".lm-Menu-itemLabel", has_text="Assignment List").click()
     page.wait_for_selector("#nbgrader-assignment-list", timeout=60_000)
     page.wait_for_timeout(1500)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def test_browser_course_cycle(hub, browser, tmp_path):
