@@ -134,7 +134,9 @@ def course(tmp_path_factory):
                           env=tool_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     graded = root / "autograded" / "mallory" / ASSIGNMENT
+    assert not (graded / "report.xht").exists(), "mlbd grade keeps active files out of autograded/"
     # Files stock `nbgrader autograde` (the formgrader's Autograde button) would copy as they are.
+    (graded / "report.xht").write_text(XHT)
     (graded / "page.html").write_text("<script>window.__xss_html_file = 1</script>")
     (graded / "pic.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" onload="window.__xss_svg_file=1"/>')
     (graded / "notes.txt").write_text("<script>window.__xss_txt = 1</script>")
