@@ -181,6 +181,7 @@ def start(s: HubSettings, background: bool = False, timeout: float = 120) -> sub
             raise
         log(f"JupyterHub is up at {s.url} in {time.monotonic() - t0:.1f} s (pid {proc.pid}, log {s.hub_dir / 'jupyterhub.log'})")
         return proc
+    (s.hub_dir / "stopping").unlink(missing_ok=True)   # left by a `mlbd hub stop` that died
     proc = subprocess.Popen(cmd, cwd=s.hub_dir, env=hub_env(s))
     try:
         wait_ready(s, timeout, proc)
@@ -188,7 +189,9 @@ def start(s: HubSettings, background: bool = False, timeout: float = 120) -> sub
             f"password (first ones: {s.passwords}, root only). Ctrl-C (or `make hub-stop`) stops everything.")
         proc.wait()
         servers, proxy = server_pids(s), proxy_pid(s)
-        if servers or proxy:
+        if (s.hub_dir / "stopping").exists():
+            log("`mlbd hub stop` is stopping the hub, its servers and the proxy")
+        elif servers or proxy:
             log(f"jupyterhub exited (status {proc.returncode}); {len(servers)} user server(s)"
                 f"{' and the proxy' if proxy else ''} keep running (`mlbd hub start` or `restart` starts a hub "
                 "for them, `mlbd hub stop` stops them)")
@@ -254,9 +257,12 @@ def stop(s: HubSettings, proc: subprocess.Popen | None = None) -> bool:
     proxy = proxy_pid(s)
     services = [c for c in children(hub) if c != proxy] if hub else []
     pids = list(dict.fromkeys(([hub] if hub else []) + servers + services))
+    marker = s.hub_dir / "stopping"          # tells a foreground `mlbd hub start` what is going on
     if pids:
+        marker.touch()
         _stop_pids(pids, proc=proc)
     ran = bool(pids) | _stop_proxy(s)
+    marker.unlink(missing_ok=True)
     if ran:
         log(f"stopped ({len(servers)} user server(s), the hub, its services and the proxy)")
     return ran
