@@ -36,6 +36,17 @@ def open_dir(path: str | Path, *, trusted_prefix: str = "/") -> int:
     return fd
 
 
+def read_chunks(fd: int, limit: int):
+    """The bytes of open file ``fd`` from its position, in chunks of at most 1 MiB, ``limit`` at most
+    (a file that grows while it is read cannot push more than that through)."""
+    while limit > 0:
+        chunk = os.read(fd, min(limit, 1 << 20))
+        if not chunk:
+            return
+        yield chunk
+        limit -= len(chunk)
+
+
 def read_regular(name: str, dir_fd: int, max_bytes: int, tail: bool = False) -> bytes | None:
     """At most ``max_bytes`` of regular file ``name`` in ``dir_fd`` (its end when ``tail``);
     None when it is missing, a link, a FIFO, a device, a socket or a directory."""
@@ -49,14 +60,7 @@ def read_regular(name: str, dir_fd: int, max_bytes: int, tail: bool = False) -> 
             return None
         if tail and st.st_size > max_bytes:
             os.lseek(fd, st.st_size - max_bytes, os.SEEK_SET)
-        chunks, left = [], max_bytes
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+        return b"".join(read_chunks(fd, max_bytes))
     except OSError:
         return None
     finally:

@@ -52,6 +52,7 @@ from traitlets.config import Config, LoggingConfigurable
 
 from ..course import ACTIVE_CONTENT
 from ..deadlines import Deadlines, LatePenalty
+from ..grading.boxfs import read_chunks
 
 INBOUND_MODE = 0o3733   # setgid + sticky, rwx for the course account, wx for others
 SUBMISSION_DIR_MODE = 0o750
@@ -211,13 +212,8 @@ def copy_without_links(src: str, dest: str, max_bytes: int, log, *, owner_uid: i
                     if total > max_bytes:
                         raise RuntimeError(f"Directory size is too big; the maximum is {max_bytes} bytes")
                     with open(target, "wb") as fout:
-                        left = st.st_size
-                        while left > 0:
-                            chunk = os.read(fd, min(left, 1 << 20))
-                            if not chunk:
-                                break
+                        for chunk in read_chunks(fd, st.st_size):
                             fout.write(chunk)
-                            left -= len(chunk)
                 else:
                     log.warning("skipping %s: not a regular file or folder", path)
                     continue
