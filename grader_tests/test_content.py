@@ -12,7 +12,7 @@ import pytest
 from mlbd import validate
 from mlbd.course import notebook_meta
 
-from conftest import WRONG_DIR, release_path, source_notebooks
+from conftest import TF_ASSIGNMENTS, WRONG_DIR, release_path, source_notebooks
 
 
 def test_assignment_has_notebooks_and_release(assignment):
@@ -124,6 +124,15 @@ def test_graded_twice_same_score(assignment, instructor_runs, scratch):
                                    o.get("text", "") for o in c.get("outputs", []) if o.get("name") == "stdout"))
                                for c in run.nb.cells if validate.kind_of(c) == "tests"]
         assert outputs(second) == outputs(first), "test-cell stdout differs between two runs: something is unseeded"
+
+
+def test_every_canary_fails_on_the_solution(assignment, scratch):
+    """A canary that holds on a right answer zeroes an honest submission as tampered (issue 13)."""
+    if assignment in TF_ASSIGNMENTS:
+        pytest.skip("TensorFlow test cells train models; their canaries are covered by the unit test")
+    held = {nb.name: validate.canaries_that_hold(nb, scratch / assignment / "canaries" / nb.stem)
+            for nb in source_notebooks(assignment)}
+    assert not any(held.values()), f"canaries that pass on the solution: {held}"
 
 
 def test_within_budget(assignment, instructor_runs):

@@ -54,6 +54,26 @@ def test_canary_is_the_test_plus_one_hidden_contradiction_and_always_fails(seed)
     assert not _run(TEST, lambda x: x * x)                  # the test itself passes a right answer
 
 
+def test_no_canary_holds_for_an_honest_answer_when_later_statements_rebind_its_names():
+    """The false tamper flag CI caught: the reversed copy of ``assert best(x) == min(scores)`` was put
+    after a loop that rebinds ``scores``, so it held for a right answer and zeroed the submission.
+    Every canary a cell can get must fail for a right answer, whatever runs after the assert."""
+    src = ("scores = {1: 3.0, 2: 1.0}\n### BEGIN HIDDEN TESTS\n"
+           "assert f(2) == min(scores, key=scores.get), 'HIDDEN: best'\n"
+           "for k in (3, 4):\n    scores = {k: 0.0, 2: 1.0}\n    assert f(k) == min(scores, key=scores.get)\n"
+           "xs = [1]\nassert len(xs) == 1, 'HIDDEN: one'\nxs.append(2)\n"
+           "### END HIDDEN TESTS")
+    right = lambda x: x  # noqa: E731
+    assert not _run(src, right)
+    copies = integrity.reversed_copies(src)
+    assert len(copies) == 2
+    for canary in copies:
+        assert _run(canary, right), canary
+        assert not _run(canary, right, swallow=True)
+    for seed in range(30):
+        assert _run(integrity.canary_cell(_test_cell(src), random.Random(seed)).source, right)
+
+
 def test_contradiction_keeps_the_authors_spelling():
     src = 'assert len(x) == 75, "a quarter"\nassert 0.5 < acc <= 1.0, "m"\nassert not ok(1), "n"\nassert y in (1, 2)'
     tree = __import__("ast").parse(src)

@@ -104,6 +104,27 @@ def execute(path: Path, workdir: Path, timeout: int = 300) -> Execution:
     return run
 
 
+def canaries_that_hold(path: Path, workdir: Path, timeout: int = 300) -> list[str]:
+    """Run the instructor notebook with every canary ``mlbd grade`` could put after each autograded
+    test cell (``integrity.reversed_copies``) and return those that did not fail. Each must fail on a
+    right answer, or grading would flag an honest submission as tampered and zero it."""
+    from .grading import integrity
+
+    nb = nbformat.read(str(path), as_version=4)
+    cells, where = [], {}
+    for cell in nb.cells:
+        cells.append(cell)
+        md = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
+            for n, source in enumerate(integrity.reversed_copies(cell.source)):
+                where[len(cells)] = f"{md.get('grade_id')} (canary {n + 1})"
+                cells.append(nbformat.v4.new_code_cell(source))
+    nb.cells = cells
+    workdir.mkdir(parents=True, exist_ok=True)
+    notebook_client(nb, workdir, timeout).execute(env=kernel_env(), cwd=str(workdir))
+    return [name for i, name in where.items() if not cell_failed(nb.cells[i])]
+
+
 # ---------------------------------------------------------------------------------------------
 # Known wrong answers
 # ---------------------------------------------------------------------------------------------

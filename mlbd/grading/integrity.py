@@ -5,8 +5,8 @@ before the tests and can hook them. Three checks catch the known ways:
 
 - **Canaries** (trusted, one next to every test cell, before or after it at random where running
   the test twice is harmless): a copy of that test cell, same helpers, same hidden part, with one
-  of its own top-level asserts repeated further down (in the hidden part) with the condition
-  reversed, in the author's own spelling. It fails whatever the answer: at the original assert,
+  of its own top-level asserts (in the hidden part when there is one) repeated right after itself
+  with the condition reversed, in the author's own spelling. It fails whatever the answer: at the original assert,
   at the reversed copy, or earlier. A canary that passes proves failures are being swallowed. A
   hook cannot tell the canary from the test by shape, helpers, size or message; only by knowing
   the hidden assertions, which the student never sees.
@@ -76,38 +76,48 @@ def _contradiction(source: str, stmt: ast.Assert, starts: list[int]) -> str:
     return (raw[begin:t0] + b"not (" + raw[t0:t1] + b")" + raw[t1:end]).decode()
 
 
-def canary_cell(test: nbformat.NotebookNode, rng: random.Random) -> nbformat.NotebookNode:
-    """A canary that reads as the test cell itself: its whole source, with one of its own
-    top-level asserts repeated further down with the condition reversed (in the hidden part when
-    there is one). Whatever the answer, it fails: at the original assert, at the reversed copy, or
-    earlier. Only a kernel that swallows failures lets it pass."""
-    source = test.source
+def reversed_copies(source: str) -> list[str]:
+    """Every canary source a test cell can get from its own asserts: the whole cell with one
+    top-level assert (one in the hidden part when there is one) repeated right after itself with
+    the condition reversed. Empty when the cell has no top-level assert (or does not parse)."""
     try:
         tree = ast.parse(source)
-    except SyntaxError:      # magics: no statement to copy; a plain failing assert in the test's words
-        tree = None
+    except SyntaxError:      # magics: no statement to copy
+        return []
     hidden = _HIDDEN.search(source)
     lo = source[:hidden.start()].count("\n") + 1 if hidden else 0
     hi = source[:hidden.end()].count("\n") + 1 if hidden else 0
-    body = list(tree.body) if tree else []
-    asserts = [s for s in body if isinstance(s, ast.Assert)]
+    asserts = [s for s in tree.body if isinstance(s, ast.Assert)]
     inside = [s for s in asserts if lo < s.lineno < hi]
-    msg = None
-    if asserts:
-        stmt = rng.choice(inside or asserts)
-        starts = _offsets(source)
-        line = _contradiction(source, stmt, starts)
-        # a boundary after the copied assert (inside the hidden part when it is there)
-        later = [s.end_lineno for s in body if s.end_lineno >= stmt.end_lineno and (not inside or s.end_lineno < hi)]
-        after = rng.choice(later)
+    starts = _offsets(source)
+    out = []
+    for stmt in inside or asserts:
+        # right after the copied assert: any statement in between could rebind or change what the
+        # condition reads (a loop reusing its names, a fit), and a reversed copy that then held
+        # would flag an honest submission as tampered
         lines = source.splitlines()
-        lines.insert(after, line)
-        new = "\n".join(lines)
+        lines.insert(stmt.end_lineno, _contradiction(source, stmt, starts))
+        out.append("\n".join(lines))
+    return out
+
+
+def canary_cell(test: nbformat.NotebookNode, rng: random.Random) -> nbformat.NotebookNode:
+    """A canary that reads as the test cell itself (one of ``reversed_copies`` at random). Whatever
+    the answer, it fails: at the original assert, at the reversed copy, or earlier. Only a kernel
+    that swallows failures lets it pass. A cell without a top-level assert gets a plain failing
+    assert in its own words."""
+    copies = reversed_copies(test.source)
+    if copies:
+        new = rng.choice(copies)
     else:
+        try:
+            tree = ast.parse(test.source)
+        except SyntaxError:
+            tree = None
         literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                     and len(n.value) > 8] if tree else []
         msg = rng.choice(literals) if literals else rng.choice(WORDS)
-        new = source.rstrip() + f"\nassert {rng.randint(2, 999)} == {rng.randint(1000, 9999)}, {msg!r}"
+        new = test.source.rstrip() + f"\nassert {rng.randint(2, 999)} == {rng.randint(1000, 9999)}, {msg!r}"
     cell = nbformat.v4.new_code_cell(new)
     cell.metadata[MARK] = {"canary": True}
     return cell
