@@ -230,6 +230,22 @@ print("pids", len([p for p in os.listdir("/proc") if p.isdigit()]))
     assert not list(tmp_path.glob("mlbd-sbx-*"))
 
 
+def test_grader_failures_are_marked_by_the_grader_not_named(tmp_path):
+    """A cell raising the grader's own exception with its message is the student's error (no
+    mark, no "interrupted" note, the kernel is not re-checked); a real timeout is marked."""
+    from mlbd.grading.protocol import grader_error
+    forged = ("class CellTimeoutError(Exception):\n    pass\n"
+              "raise CellTimeoutError('the cell ran longer than 3 s')")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in (forged, "import time\ntime.sleep(60)",
+                                                                                "print('after')")])
+    out = execute_job({"notebook": nbformat.writes(nb), "config": {"Sandbox": {"memory_mb": 256}}, "timeout": 3})
+    cells = nbformat.reads(out["notebook"], 4).cells
+    assert [o.get("ename") for o in cells[0].outputs] == ["CellTimeoutError"] and grader_error(cells[0]) is None
+    assert grader_error(cells[1]) == {"kind": "timeout", "message": "the cell ran longer than 3 s"}
+    assert "after" in cells[2].outputs[0]["text"] and grader_error(cells[2]) is None
+    assert [n for n in out["notes"] if "interrupted" in n] == ["a cell at the top: the cell ran longer than 3 s and was interrupted"]
+
+
 def test_plain_nbgrader_autograde_is_sandboxed(graded, tmp_path):
     course, _ = graded
     stock = clone(course, tmp_path / "course")

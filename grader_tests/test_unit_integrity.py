@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbformat.validator import iter_validate
 
-from mlbd.grading import feedback, integrity, prepare, score
+from mlbd.grading import feedback, integrity, prepare, protocol, score
 
 pytestmark = pytest.mark.unit
 
@@ -191,3 +191,78 @@ def test_feedback_shows_the_trusted_notes_and_grader_outputs():
     assert nb.cells[1].source == "my answer"
     assert nb.cells[3].outputs[0]["evalue"] == "sk.ipynb has no answers: graded 0"
     assert not any("mlbd" in c.metadata for c in nb.cells)
+
+
+def _probed(last_outputs, mark: str | None = None):
+    """A checked notebook whose last probe produced ``last_outputs`` (the first one reported)."""
+    nb = integrity.add_checks(nbformat.v4.new_notebook(cells=[_test_cell()]), 0)
+    first, last = nb.cells[0], nb.cells[-1]
+    nonce = first.metadata["mlbd"]["nonce"]
+    first.outputs = [_out(nonce + '{"builtins": {}}\n')]
+    for cell in nb.cells:
+        if "canary" in cell.metadata.get("mlbd", {}):
+            cell.outputs = [_err("AssertionError", "f(2) should be 4")]
+    last.outputs = list(last_outputs)
+    if mark:
+        protocol.mark_grader_error(last, mark, "whatever the grader says")
+    return nb
+
+
+def test_grader_failures_are_read_from_the_trusted_mark_not_from_names():
+    """A student can raise the grader's own exception with the grader's own message: without the
+    trusted mark it is the kernel's failure (the silenced probe is flagged); with the mark, any
+    name is the grader's (a probe the grader stopped is not tampering)."""
+    for ename, evalue in (("KernelDied", "the kernel died while running this cell (os._exit, a crash or a kill); "
+                                        "later cells ran in a fresh kernel"),
+                          ("NotRun", "not run: the notebook exceeded its wall-clock limit"),
+                          ("CellTimeoutError", "the cell ran longer than 30 s")):
+        strong, _ = integrity.check_and_strip(_probed([_err(ename, evalue)]))
+        assert strong == ["the integrity probe after the last cell failed in the kernel"], (ename, strong)
+        strong, _ = integrity.check_and_strip(_probed([_err(ename, evalue)], mark="kernel_died"))
+        assert strong == [], (ename, strong)
+    for kind in ("timeout", "kernel_died", "not_run", "wall_clock", "output_limit"):
+        strong, _ = integrity.check_and_strip(_probed([_err("AssertionError", "anything")], mark=kind))
+        assert strong == [], (kind, strong)
+    strong, _ = integrity.check_and_strip(_probed([]))
+    assert strong == ["the integrity probe after the last cell produced no report (output hijacked)"]
+
+
+def test_the_executor_marks_only_its_own_timeouts():
+    """A cell that raises ``CellTimeoutError`` with the grader's message is the student's error;
+    the reply nbclient makes up when the grader's clock runs out is marked as the grader's."""
+    from mlbd.grading.execute import GradingClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise X"), nbformat.v4.new_code_cell("loop")])
+    client = GradingClient(nb, timeout=30)
+    forged = {"content": {"status": "error", "ename": "CellTimeoutError", "evalue": "the cell ran longer than 30 s",
+                          "traceback": ["CellTimeoutError: the cell ran longer than 30 s"]}}
+    client._record_error_reply(nb.cells[0], 0, forged)
+    assert [o["ename"] for o in nb.cells[0].outputs] == ["CellTimeoutError"]
+    assert protocol.grader_error(nb.cells[0]) is None
+    client._timed_out = True                  # what _async_handle_timeout sets when the clock runs out
+    client._record_error_reply(nb.cells[1], 1, {"content": {"status": "error", "ename": "Whatever", "evalue": ""}})
+    assert protocol.grader_error(nb.cells[1]) == {"kind": "timeout", "message": "the cell ran longer than 30 s"}
+    assert nb.cells[1].outputs[-1]["ename"] == "CellTimeoutError"
+
+
+def test_marked_cells_stay_in_the_notebook_and_only_checks_are_stripped():
+    student = nbformat.v4.new_code_cell("while True: pass")
+    protocol.fail_cell(student, "timeout", "the cell ran longer than 30 s")
+    nb = integrity.add_checks(nbformat.v4.new_notebook(cells=[student, _test_cell()]), 0)
+    integrity.check_and_strip(nb)
+    assert [c.source for c in nb.cells] == ["while True: pass", TEST]
+    assert protocol.grader_error(nb.cells[0])["kind"] == "timeout"
+    protocol.mark_grader_error(nb.cells[1], "output_limit", "cut")
+    protocol.mark_grader_error(nb.cells[1], "kernel_died", "killed")     # a failure outranks a cut
+    protocol.mark_grader_error(nb.cells[1], "not_run", "later")          # the first failure stays
+    assert protocol.grader_error(nb.cells[1]) == {"kind": "kernel_died", "message": "killed"}
+    with pytest.raises(ValueError):
+        protocol.mark_grader_error(nb.cells[1], "student", "x")
+
+
+def test_forged_grader_marks_are_stripped_from_submissions():
+    cell = nbformat.v4.new_code_cell("1 / 0")
+    cell.metadata["mlbd"] = {"grader_error": {"kind": "timeout", "message": "the cell ran longer than 30 s"}}
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    _, forged = prepare.repair_metadata(nb)
+    assert forged and protocol.grader_error(nb.cells[0]) is None

@@ -33,6 +33,7 @@ from traitlets.config import Config
 from . import boxfs
 from .kernel import SandboxedKernelManager
 from .outputs import BoundedOutputs
+from .protocol import fail_cell, grader_error, mark_grader_error
 from .sandbox import Sandbox
 
 
@@ -40,18 +41,25 @@ class WatchdogTimeout(RuntimeError):
     """The job did not finish within its bound: its kernels were killed and it was abandoned."""
 
 
-def error_output(ename: str, evalue: str) -> nbformat.NotebookNode:
-    return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
-
-
 class GradingClient(BoundedOutputs, NotebookClient):
     def __init__(self, nb, **kw):
         super().__init__(nb, **kw)
         self.on_cell_executed = self._record_error_reply
+        self._timed_out = False
+
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        self._timed_out = False
+        return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        self._timed_out = True          # the reply nbclient makes up now is the grader's, not the kernel's
+        return await super()._async_handle_timeout(timeout, cell)
 
     def _record_error_reply(self, cell, cell_index, execute_reply):
         content = (execute_reply or {}).get("content", {})
-        if content.get("status") == "error":
+        if self._timed_out:
+            fail_cell(cell, "timeout", f"the cell ran longer than {self.timeout} s")
+        elif content.get("status") == "error":
             if not any(o.get("output_type") == "error" and o.get("ename") == content.get("ename")
                        for o in cell.outputs):
                 cell.outputs.append(nbformat.v4.new_output(
@@ -101,8 +109,7 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
         record_timing=False, resources={"metadata": {"path": workdir}},
         max_output_bytes_cell=sandbox.max_output_bytes_cell,
         max_output_bytes_notebook=sandbox.max_output_bytes_notebook,
-        error_on_timeout={"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {timeout} s",
-                          "traceback": [f"CellTimeoutError: the cell ran longer than {timeout} s"]},
+        error_on_timeout={"ename": "CellTimeoutError", "evalue": "timeout"},   # its reply: see _record_error_reply
     )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + sandbox.wall_seconds
@@ -114,9 +121,9 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
     limits: dict[str, bool] = {}
     warm: list[bool] = []                # per kernel started: forked from the zygote or not
 
-    def abandon(from_pos: int, ename: str, evalue: str) -> None:
+    def abandon(from_pos: int, kind: str, message: str) -> None:
         for j in code[from_pos:]:
-            nb.cells[j].outputs.append(error_output(ename, evalue))
+            fail_cell(nb.cells[j], kind, message)
 
     while pos < len(code):
         died_at, why, km, started = None, "", None, False
@@ -144,7 +151,7 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
                         died_at, why = i, str(exc)
                         break
                     pos += 1
-                    if any(o.get("ename") == "CellTimeoutError" for o in nb.cells[i].outputs):
+                    if (grader_error(nb.cells[i]) or {}).get("kind") == "timeout":
                         # interrupted: make sure the kernel came back before going on
                         timed_out = nb.cells[i]
                         try:
@@ -158,9 +165,8 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
                     del start
         except asyncio.TimeoutError:
             i = code[min(pos, len(code) - 1)]
-            nb.cells[i].outputs.append(error_output(
-                "WallClockLimit", f"the notebook exceeded its wall-clock limit of {sandbox.wall_seconds} s"))
-            abandon(pos + 1, "NotRun", "not run: the notebook exceeded its wall-clock limit")
+            fail_cell(nb.cells[i], "wall_clock", f"the notebook exceeded its wall-clock limit of {sandbox.wall_seconds} s")
+            abandon(pos + 1, "not_run", "not run: the notebook exceeded its wall-clock limit")
             notes.append(f"wall-clock limit of {sandbox.wall_seconds} s exceeded")
             break
         except DeadKernelError:
@@ -171,7 +177,7 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
                        + "); this cell and the ones after it were not run")
             else:
                 msg = f"the kernel could not start: {type(exc).__name__}: {exc}"[:500]
-            abandon(pos, "KernelProtocolError" if started else "KernelStartError", msg)
+            abandon(pos, "kernel_protocol" if started else "kernel_start", msg)
             notes.append(msg)
             break
         if km is not None:
@@ -181,25 +187,26 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
             break
         reason = ("the cell ran longer than its time limit and could not be interrupted" if why == "timeout"
                   else _death_reason(km, 0, sandbox))
-        if not any(o.get("output_type") == "error" for o in nb.cells[died_at].outputs):
-            nb.cells[died_at].outputs.append(error_output("KernelDied", reason))
+        if grader_error(nb.cells[died_at]) is None:
+            fail_cell(nb.cells[died_at], "kernel_died", reason)
         notes.append(f"{_label(nb, died_at)}: {reason}")
         skip.add(died_at)
         pos = code.index(died_at) + 1
         restarts += 1
         if restarts > sandbox.max_restarts and pos < len(code):
-            abandon(pos, "NotRun", f"not run: the kernel died {restarts} times")
+            abandon(pos, "not_run", f"not run: the kernel died {restarts} times")
             break
+    for j in sorted(client.truncated):
+        mark_grader_error(nb.cells[j], "output_limit", "outputs cut at the sandbox's size limit")
     for j in code:
-        if any(o.get("ename") == "CellTimeoutError" for o in nb.cells[j].outputs):
+        if (grader_error(nb.cells[j]) or {}).get("kind") == "timeout":
             notes.append(f"{_label(nb, j)}: the cell ran longer than {timeout} s and was interrupted")
     for km in kms:
         dropped = getattr(getattr(km, "harvest", None), "dropped", None)
         if dropped:
             notes.append("files the notebook wrote that were not kept: " + ", ".join(dropped[:10])
                          + (f" (+{len(dropped) - 10})" if len(dropped) > 10 else ""))
-    if limits.get("disk") or any("No space left on device" in str(o.get("evalue", "")) + str(o.get("text", ""))
-                                 for j in code for o in nb.cells[j].outputs):
+    if limits.get("disk"):          # the box's filesystem was full when the grader took its files
         notes.append(disk_note(sandbox))
     return {"notes": notes, "restarts": restarts, "limits": limits, "warm": warm,
             "truncated": sorted(client.truncated)}

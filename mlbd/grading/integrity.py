@@ -31,7 +31,7 @@ import tokenize
 
 import nbformat
 
-MARK = "mlbd"          # cell metadata key of grader-inserted cells (only the trusted side writes it)
+from .protocol import MARK, grader_error
 
 WORDS = ["shape mismatch", "wrong result", "values differ", "unexpected output", "check your function",
          "incorrect", "not close enough", "result is off"]
@@ -254,12 +254,24 @@ def _failed(cell) -> bool:
     return any(out.get("output_type") == "error" for out in cell.get("outputs", []))
 
 
+def is_check(cell) -> bool:
+    """A canary or probe cell the grader inserted (prepare strips ``mlbd`` keys from submissions)."""
+    meta = cell.get("metadata", {}).get(MARK)
+    return isinstance(meta, dict) and ("canary" in meta or "probe" in meta)
+
+
+def strip_checks(nb: nbformat.NotebookNode) -> None:
+    nb.cells = [c for c in nb.cells if not is_check(c)]
+
+
 def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
     """Evaluate canaries and probes of an executed notebook and remove them (in place).
 
     Returns ``(strong, notes)``: ``strong`` are tampering findings (reasons), ``notes`` weaker ones.
     A canary counts as failed on any error output, the grader's own included (a cell the grader
-    could not run swallowed nothing), so no error name or message is trusted here.
+    could not run swallowed nothing). Whether the grader itself stopped a probe is read from its
+    mark (``protocol.grader_error``), never from an error's name or message: a last probe that
+    reported nothing and that the grader did not stop was silenced by the kernel.
     """
     strong: list[str] = []
     notes: list[str] = []
@@ -268,7 +280,7 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
     canaries = passed = 0
     for cell in nb.cells:
         meta = cell.metadata.get(MARK)
-        if not isinstance(meta, dict):
+        if not is_check(cell):
             kept.append(cell)
             continue
         if "canary" in meta:
@@ -278,8 +290,9 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
             first = _probe_report(cell)
         elif meta.get("probe") == "last":
             last = _probe_report(cell)
-            if last is None and not _failed(cell):
-                strong.append("the integrity probe after the last cell produced no report (output hijacked)")
+            if last is None and grader_error(cell) is None:
+                strong.append("the integrity probe after the last cell produced no report (output hijacked)"
+                              if not _failed(cell) else "the integrity probe after the last cell failed in the kernel")
     if passed:
         strong.append(f"failures are swallowed: {passed} of {canaries} copies of test cells that must fail passed")
     if first is not None and last is not None:

@@ -28,7 +28,7 @@ from traitlets.config.loader import PyFileConfigLoader
 from ..course import CourseError
 from . import boxfs, executors, prepare, score
 from .engines import shared_engines
-from .execute import execute_job
+from .execute import WatchdogTimeout, execute_job
 from .sandbox import Sandbox
 
 
@@ -194,7 +194,9 @@ def _run(pool, todo, results, root, cd, cfg, assignment, sandbox_cfg, timeout, e
             try:
                 outcomes.setdefault(student, {})[name] = fut.result()
             except Exception as exc:  # noqa: BLE001  (worker crashed: report, keep going)
-                outcomes.setdefault(student, {})[name] = {"crash": f"{type(exc).__name__}: {exc}"[:300]}
+                outcomes.setdefault(student, {})[name] = {
+                    "crash": f"{type(exc).__name__}: {exc}"[:300],
+                    "kind": "watchdog" if isinstance(exc, WatchdogTimeout) else "crash"}
             waiting[student] -= 1
             if waiting[student] == 0:
                 finish(student)

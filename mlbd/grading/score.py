@@ -26,6 +26,7 @@ from traitlets.utils.importstring import import_item
 
 from ..course import ACTIVE_CONTENT
 from . import integrity, outcomes
+from .protocol import GRADER_ERRORS, KIND_OF, MARK, fail_cell
 
 STAGING = ".mlbd/executed"     # relative to the course root; nbgrader's directory structure below it
 RESULTS = ".mlbd/results"
@@ -98,14 +99,15 @@ def _notes_cell(errors: list[str], flags: list[str]) -> nbformat.NotebookNode:
                     "its test scores may change."]
     cell = nbformat.v4.new_markdown_cell("\n".join(lines)[:FEEDBACK_TEXT_LIMIT])
     cell.metadata["tags"] = [NOTE_TAG]
-    cell.metadata[integrity.MARK] = {"notes": "\n".join(student)[:FEEDBACK_TEXT_LIMIT]}
+    cell.metadata[MARK] = {"notes": "\n".join(student)[:FEEDBACK_TEXT_LIMIT]}
     return cell
 
 
 def grader_output(cell, ename: str, message: str) -> None:
-    """The grader's own verdict on a cell it did not run, marked as such for feedback."""
-    cell.outputs = [nbformat.v4.new_output("error", ename=ename, evalue=message, traceback=[f"{ename}: {message}"])]
-    cell.metadata[integrity.MARK] = {"grader_output": True}
+    """The grader's own verdict on a cell it did not run (``ename`` one of ``protocol.GRADER_ERRORS``):
+    its only output, marked as the grader's, and ``grader_output`` for feedback to show as it is."""
+    fail_cell(cell, KIND_OF[ename], message, replace=True)
+    cell.metadata[MARK]["grader_output"] = True
 
 
 def stage(course_root: Path, coursedir, sub, results: dict[str, dict]) -> dict[str, dict]:
@@ -139,15 +141,15 @@ def stage(course_root: Path, coursedir, sub, results: dict[str, dict]) -> dict[s
         if res is None:
             nb = job.notebook
             if job.execute:
-                nb.cells = [c for c in nb.cells if not isinstance(c.metadata.get(integrity.MARK), dict)]
+                integrity.strip_checks(nb)
         elif "crash" in res:
             nb = job.notebook
-            nb.cells = [c for c in nb.cells if not isinstance(c.metadata.get(integrity.MARK), dict)]
+            integrity.strip_checks(nb)
             msg = f"{job.name}.ipynb could not be executed: {res['crash']}"
             errors.append(msg)
             for cell in nb.cells:
                 if cell.cell_type == "code" and nbg_utils.is_grade(cell) and not nbg_utils.is_solution(cell):
-                    grader_output(cell, "GradingError", msg)
+                    grader_output(cell, GRADER_ERRORS[res.get("kind", "crash")], msg)
         else:
             nb = nbformat.reads(res["notebook"], as_version=4)
             found, _ = integrity.check_and_strip(nb)
