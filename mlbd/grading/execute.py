@@ -1,7 +1,8 @@
-"""Execute one prepared notebook in the sandbox (the untrusted step; runs in any worker).
+"""Execute a submission's prepared notebooks in the sandbox (the untrusted step; runs in any worker).
 
-``execute_job(job) -> dict`` is a plain function over plain data (notebook JSON in, notebook JSON
-out), so the same code runs in the local process pool and on Dask workers anywhere.
+``execute_job(Job) -> JobOutcome`` (``protocol``) is a plain function over plain data (notebook
+JSON in, notebook JSON out), so the same code runs in the local process pool and on Dask workers
+anywhere. The grader's own failures are marked on their cells (``protocol.fail_cell``).
 
 What it adds to nbclient:
 - every error reply becomes an error output (an exception hidden by a patched ``showtraceback``
@@ -10,14 +11,15 @@ What it adds to nbclient:
 - a kernel that dies (``os._exit``, memory limit, CPU limit, fork loop) marks its cell with the
   reason, and a fresh kernel replays the cells before it and carries on (at most
   ``Sandbox.max_restarts`` times); a whole-notebook wall-clock limit stops runaway notebooks;
-- a watchdog: whatever blocks the trusted side, the job returns (as failed) within
+- a watchdog: whatever blocks the trusted side, the notebook returns (as failed) within
   ``wall_seconds + watchdog_seconds`` and its kernels are killed, so one submission never stops a run;
-- the files the notebook wrote come back (``files``), bounded, for ``autograded/``.
+- the files the notebooks wrote come back (``files``), bounded, for ``autograded/``.
 """
 from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -33,7 +35,7 @@ from traitlets.config import Config
 from . import boxfs
 from .kernel import SandboxedKernelManager
 from .outputs import BoundedOutputs
-from .protocol import fail_cell, grader_error, mark_grader_error
+from .protocol import Job, JobNotebook, JobOutcome, NotebookOutcome, fail_cell, grader_error, mark_grader_error
 from .sandbox import Sandbox
 
 
@@ -100,7 +102,9 @@ def disk_note(sandbox: Sandbox) -> str:
             "with 'No space left on device'")
 
 
-async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | None, kms: list | None = None) -> dict:
+async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | None, kms: list | None = None
+               ) -> NotebookOutcome:
+    """Execute ``nb`` in place; the outcome's notes, restarts, limits, warm and truncated."""
     sandbox = Sandbox(config=cfg)
     kms = [] if kms is None else kms
     client = GradingClient(
@@ -208,43 +212,74 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
                          + (f" (+{len(dropped) - 10})" if len(dropped) > 10 else ""))
     if limits.get("disk"):          # the box's filesystem was full when the grader took its files
         notes.append(disk_note(sandbox))
-    return {"notes": notes, "restarts": restarts, "limits": limits, "warm": warm,
-            "truncated": sorted(client.truncated)}
+    return NotebookOutcome("", notes=notes, restarts=restarts, limits=limits, warm=warm,
+                           truncated=sorted(client.truncated))
 
 
-def execute_job(job: dict) -> dict:
-    """Run one prepared notebook; ``job`` holds ``notebook`` (JSON), ``files``, ``config``,
-    ``kernel_name``, ``timeout``. Returns ``{"notebook": JSON, "notes", "restarts", "limits",
-    "seconds"}``. Never raises for anything the student's code does."""
+def execute_job(job: Job | dict) -> JobOutcome | dict:
+    """Run a submission's notebooks one after another in one work dir, so that a file one notebook
+    writes is there for the next (as with nbgrader autograde). Never raises for anything the
+    student's code does; a notebook the watchdog abandoned comes back with ``crash``.
+
+    A dict is one notebook in the older wire form (``notebook`` JSON, ``files``, ``config``,
+    ``kernel_name``, ``timeout``): the answer is then a dict of ``NotebookOutcome``'s fields plus
+    ``files`` and ``worker_pid``, and the watchdog raises ``WatchdogTimeout``."""
+    if isinstance(job, dict):
+        return _execute_dict(job)
     start = time.perf_counter()
-    nb = nbformat.reads(job["notebook"], as_version=4)
-    cfg = Config(job.get("config") or {})
+    cfg = Config(job.config or {})
     sandbox = Sandbox(config=cfg)
     workdir = tempfile.mkdtemp(prefix="mlbd-job-")
-    given = dict(job.get("files") or {})
-    kms: list = []
+    out = JobOutcome(worker_pid=os.getpid())
     try:
-        for rel, data in given.items():
+        for rel, data in job.files.items():
             target = Path(workdir) / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        out = _with_watchdog(lambda: asyncio.run(_run(nb, cfg, workdir, job.get("kernel_name") or "python3",
-                                                      job.get("timeout"), kms)),
-                             sandbox.wall_seconds + sandbox.watchdog_seconds, kms)
-        fd = boxfs.open_dir(workdir)
-        try:
-            got = boxfs.harvest(fd, sandbox.side_effect_files + len(given), sandbox.side_effect_mb * 2**20
-                                + sum(map(len, given.values())), skip=lambda rel: rel.endswith(".ipynb"))
-        finally:
-            os.close(fd)
-        out["files"] = {rel: data for rel, data in got.files.items() if given.get(rel) != data}
+        for spec in job.notebooks:
+            out.notebooks.append(_execute_notebook(spec, cfg, sandbox, workdir, job.timeout))
+        out.files = _written(workdir, job.files, sandbox)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    out["notebook"] = nbformat.writes(nb)
-    out["seconds"] = time.perf_counter() - start
-    out["id"] = job.get("id")
-    out["worker_pid"] = os.getpid()
+    out.seconds = time.perf_counter() - start
     return out
+
+
+def _execute_dict(job: dict) -> dict:
+    one = Job("", "", [JobNotebook("notebook", job["notebook"], job.get("kernel_name") or "python3")],
+              dict(job.get("files") or {}), job.get("config") or {}, job.get("timeout"))
+    done = execute_job(one)
+    (nbo,) = done.notebooks
+    if nbo.crash_kind == "watchdog":
+        raise WatchdogTimeout(nbo.crash)
+    return {**dataclasses.asdict(nbo), "files": done.files, "worker_pid": done.worker_pid, "id": job.get("id")}
+
+
+def _execute_notebook(spec: JobNotebook, cfg: Config, sandbox: Sandbox, workdir: str, timeout: int | None
+                      ) -> NotebookOutcome:
+    start = time.perf_counter()
+    nb = nbformat.reads(spec.notebook, as_version=4)
+    kms: list = []
+    try:
+        out = _with_watchdog(lambda: asyncio.run(_run(nb, cfg, workdir, spec.kernel_name, timeout, kms)),
+                             sandbox.wall_seconds + sandbox.watchdog_seconds, kms)
+    except WatchdogTimeout as exc:
+        out = NotebookOutcome(spec.name, crash=str(exc), crash_kind="watchdog")
+    else:
+        out.name, out.notebook = spec.name, nbformat.writes(nb)
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def _written(workdir: str, given: dict[str, bytes], sandbox: Sandbox) -> dict[str, bytes]:
+    """The files the notebooks wrote or changed in the work dir (bounded, regular files only)."""
+    fd = boxfs.open_dir(workdir)
+    try:
+        got = boxfs.harvest(fd, sandbox.side_effect_files + len(given), sandbox.side_effect_mb * 2**20
+                            + sum(map(len, given.values())), skip=lambda rel: rel.endswith(".ipynb"))
+    finally:
+        os.close(fd)
+    return {rel: data for rel, data in got.files.items() if given.get(rel) != data}
 
 
 def _with_watchdog(fn, seconds: float, kms: list):

@@ -1,6 +1,6 @@
 """Where the sandboxed executions run: a local process pool, a Dask LocalCluster, or a remote scheduler.
 
-All three take plain-data jobs (``execute.execute_job``) and hand back futures; the trusted
+All three take plain-data jobs (``protocol.Job`` for ``execute.execute_job``) and hand back futures; the trusted
 process keeps preparing and scoring while they run.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ import multiprocessing
 import os
 
 from ..course import CourseError
+from .protocol import Job
 
 
 class LocalPool:
@@ -23,7 +24,7 @@ class LocalPool:
         self.pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
         self.description = f"local process pool, {jobs} worker(s)"
 
-    def submit(self, fn, job: dict):
+    def submit(self, fn, job: Job):
         return self.pool.submit(fn, job)
 
     def wait(self, futures, timeout: float | None = None):
@@ -58,8 +59,8 @@ class DaskPool:
             self.jobs = max(n, 1)
             self.description = f"Dask scheduler {address}, {n} worker(s)"
 
-    def submit(self, fn, job: dict):
-        return self.client.submit(fn, job, pure=False, key=f"mlbd-{job['id']}-{os.urandom(4).hex()}")
+    def submit(self, fn, job: Job):
+        return self.client.submit(fn, job, pure=False, key=f"mlbd-{job.id}-{os.urandom(4).hex()}")
 
     def wait(self, futures, timeout: float | None = None):
         from distributed import wait

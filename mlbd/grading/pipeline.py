@@ -15,7 +15,9 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute
@@ -28,7 +30,8 @@ from traitlets.config.loader import PyFileConfigLoader
 from ..course import CourseError
 from . import boxfs, executors, prepare, score
 from .engines import shared_engines
-from .execute import WatchdogTimeout, execute_job
+from .execute import execute_job
+from .protocol import Job, JobNotebook, JobOutcome, NotebookOutcome, ResultStore
 from .sandbox import Sandbox
 
 
@@ -129,15 +132,16 @@ def grade(course_dir: Path, assignment: str, students: list[str] | None = None, 
     box = box.for_assignment(assignment)
     exclude = list(cfg.get("Autograde", {}).get("exclude_overwriting", {}).get(assignment, []))
 
-    results: dict[str, StudentResult] = {}
+    run = GradingRun(cd, cfg, assignment, store=ResultStore(root, assignment), sandbox_cfg=sandbox_cfg,
+                     timeout=timeout, exclude=exclude, copy_max_bytes=box.copy_max_mb * 2**20)
     todo = []
     for s in found:
-        rec = score.read_record(root, assignment, s)
+        rec = run.store.read(s)
         digest = prepare.submission_digest(Path(cd.format_path(cd.submitted_directory, s, assignment)))
         done = Path(cd.format_path(cd.autograded_directory, s, assignment)).is_dir()
         if not force and rec and rec.get("digest") == digest and done:
-            results[s] = StudentResult(s, "skipped", rec.get("score", 0.0), rec.get("max_score", 0.0),
-                                       rec.get("flags", []), rec.get("errors", []))
+            run.results[s] = StudentResult(s, "skipped", rec.get("score", 0.0), rec.get("max_score", 0.0),
+                                           rec.get("flags", []), rec.get("errors", []))
         else:
             todo.append(s)
 
@@ -145,120 +149,132 @@ def grade(course_dir: Path, assignment: str, students: list[str] | None = None, 
         pool = executors.make(executor, jobs)
         try:
             with shared_engines():
-                _run(pool, todo, results, root, cd, cfg, assignment, sandbox_cfg, timeout, exclude, box,
-                     console, quiet)
+                run.run(pool, todo, f"grading {assignment} ({pool.description}, sandbox {box.mode})", console, quiet)
         finally:
             pool.close()
-    ordered = [results[s] for s in found]
+    ordered = [run.results[s] for s in found]
     if not quiet:
         _summary(console, assignment, ordered)
     return ordered
 
 
-def _run(pool, todo, results, root, cd, cfg, assignment, sandbox_cfg, timeout, exclude, box, console, quiet):
-    pending: dict = {}            # future -> (student, notebook name)
-    subs: dict[str, prepare.Submission] = {}
-    outcomes: dict[str, dict] = {}
-    waiting: dict[str, int] = {}
-    started: dict[str, float] = {}
+@dataclass
+class InFlight:
+    """One submission between prepare and score."""
+    sub: prepare.Submission
+    started: float
+    outcomes: dict[str, NotebookOutcome] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
+    waiting: int = 0                 # its jobs still out
 
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=console,
-                        disable=quiet, transient=False)
 
-    def finish(student: str) -> None:
-        sub = subs.pop(student)
+@dataclass
+class GradingRun:
+    """One ``mlbd grade`` of an assignment: prepares each student (trusted), sends their ``Job`` to
+    the pool, and scores each submission once its outcomes are back (the only gradebook writer);
+    a result record per student. One submission that fails never stops the others."""
+    cd: CourseDirectory
+    cfg: Config
+    assignment: str
+    store: ResultStore
+    sandbox_cfg: dict                # {"Sandbox": {...}}: the assignment's limits, plain data for workers
+    timeout: int | None              # seconds per cell
+    exclude: list[str]               # Autograde.exclude_overwriting: the student's own copy of these files
+    copy_max_bytes: int
+    results: dict[str, StudentResult] = field(default_factory=dict)
+    pending: dict = field(default_factory=dict)      # future → (InFlight, Job)
+    advance: Callable[[str], None] = field(default=lambda student: None, repr=False)   # progress bar
+
+    def run(self, pool, students: list[str], title: str, console: Console, quiet: bool) -> None:
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=console,
+                            disable=quiet, transient=False)
+        with progress:
+            task = progress.add_task(title, total=len(students), last="")
+            self.advance = lambda student: progress.update(task, advance=1, last=student)
+            for student in students:
+                self.submit(pool, student)
+                while len(self.pending) > 4 * jobs_hint(pool):   # prepare ahead while workers start their zygotes
+                    self.collect(pool, block=True)
+                self.collect(pool, block=False)
+            while self.pending:
+                self.collect(pool, block=True)
+
+    def submit(self, pool, student: str) -> None:
+        started = time.perf_counter()
         try:
-            done = outcomes.pop(student, {})
-            verdict = score.stage(root, cd, sub, done)
-            keep_files(cd, assignment, student, done)
-            score.score(root, cd, cfg, sub, verdict)
-            summary = score.gradebook_scores(cd, assignment, student)
-            score.write_record(root, sub, verdict, summary)
-            rec = score.read_record(root, assignment, student) or {}
-            results[student] = StudentResult(student, "graded", summary["score"], summary["max_score"],
-                                              rec.get("flags", []), rec.get("errors", []),
-                                              time.perf_counter() - started[student])
-        except Exception as exc:  # noqa: BLE001  (one submission never stops the run)
-            results[student] = StudentResult(student, "failed", errors=[f"scoring failed: {type(exc).__name__}: {exc}"[:400]],
-                                              seconds=time.perf_counter() - started[student])
-            record_failure(root, assignment, student, results[student].errors)
-        progress.update(task, advance=1, last=student)
-
-    def collect(block: bool) -> None:
-        if not pending:
+            sub = prepare.prepare(self.cd, self.cfg, self.cd.db_url, self.assignment, student,
+                                  seed=zlib.crc32(f"{self.assignment}/{student}".encode()))
+            files = prepare.input_files(self.cd, self.assignment, student, self.exclude, self.copy_max_bytes)
+        except Exception as exc:  # noqa: BLE001
+            self.fail(student, f"preparing failed: {type(exc).__name__}: {exc}", 0.0)
             return
-        done = pool.wait(list(pending), timeout=None if block else 0)
-        for fut in done:
-            student, name = pending.pop(fut)
-            try:
-                outcomes.setdefault(student, {})[name] = fut.result()
-            except Exception as exc:  # noqa: BLE001  (worker crashed: report, keep going)
-                outcomes.setdefault(student, {})[name] = {
-                    "crash": f"{type(exc).__name__}: {exc}"[:300],
-                    "kind": "watchdog" if isinstance(exc, WatchdogTimeout) else "crash"}
-            waiting[student] -= 1
-            if waiting[student] == 0:
-                finish(student)
-
-    with progress:
-        task = progress.add_task(f"grading {assignment} ({pool.description}, sandbox {box.mode})",
-                                 total=len(todo), last="")
-        for student in todo:
-            started[student] = time.perf_counter()
-            try:
-                sub = prepare.prepare(cd, cfg, cd.db_url, assignment, student,
-                                      seed=zlib.crc32(f"{assignment}/{student}".encode()))
-                files = prepare.input_files(cd, assignment, student, exclude, box.copy_max_mb * 2**20)
-            except Exception as exc:  # noqa: BLE001
-                results[student] = StudentResult(student, "failed", errors=[f"preparing failed: {type(exc).__name__}: {exc}"[:400]])
-                record_failure(root, assignment, student, results[student].errors)
-                progress.update(task, advance=1, last=student)
+        flight = InFlight(sub, started)
+        for nb in sub.notebooks:
+            if not (nb.execute and nb.notebook is not None):
                 continue
-            subs[student] = sub
-            runnable = [j for j in sub.notebooks if j.execute and j.notebook is not None]
-            waiting[student] = len(runnable)
-            for job in runnable:
-                payload = {"id": f"{student}/{job.name}", "notebook": _dumps(job.notebook), "files": files,
-                           "config": sandbox_cfg, "timeout": timeout,
-                           "kernel_name": job.notebook.metadata.get("kernelspec", {}).get("name", "python3")}
-                pending[pool.submit(execute_job, payload)] = (student, job.name)
-            if not runnable:
-                finish(student)
-            while len(pending) > 4 * jobs_hint(pool):   # prepare ahead while workers start their zygotes
-                collect(block=True)
-            collect(block=False)
-        while pending:
-            collect(block=True)
+            job = Job(student, self.assignment, [JobNotebook(nb.name, nbformat.writes(nb.notebook),
+                                                             nb.notebook.metadata.get("kernelspec", {}).get("name", "python3"))],
+                      files, self.sandbox_cfg, self.timeout)
+            self.pending[pool.submit(execute_job, job)] = (flight, job)
+            flight.waiting += 1
+        if not flight.waiting:
+            self.finish(flight)
+
+    def collect(self, pool, block: bool) -> None:
+        if not self.pending:
+            return
+        for fut in pool.wait(list(self.pending), timeout=None if block else 0):
+            flight, job = self.pending.pop(fut)
+            try:
+                done: JobOutcome = fut.result()
+            except Exception as exc:  # noqa: BLE001  (worker crashed: report, keep going)
+                done = JobOutcome.crashed(job, f"{type(exc).__name__}: {exc}"[:300])
+            flight.outcomes.update((o.name, o) for o in done.notebooks)
+            flight.files.update(done.files)
+            flight.waiting -= 1
+            if flight.waiting == 0:
+                self.finish(flight)
+
+    def finish(self, flight: InFlight) -> None:
+        sub = flight.sub
+        try:
+            verdicts = score.stage(self.cd, sub, flight.outcomes)
+            keep_files(self.cd, self.assignment, sub.student, flight.files)
+            score.score(Path(self.cd.root), self.cd, self.cfg, sub, verdicts)
+            summary = score.gradebook_scores(self.cd, self.assignment, sub.student)
+            self.store.write_graded(sub.student, sub.digest, sub.errors, verdicts, summary)
+            rec = self.store.read(sub.student) or {}
+            self.results[sub.student] = StudentResult(sub.student, "graded", summary["score"], summary["max_score"],
+                                                      rec.get("flags", []), rec.get("errors", []),
+                                                      time.perf_counter() - flight.started)
+        except Exception as exc:  # noqa: BLE001  (one submission never stops the run)
+            self.fail(sub.student, f"scoring failed: {type(exc).__name__}: {exc}", time.perf_counter() - flight.started)
+        else:
+            self.advance(sub.student)
+
+    def fail(self, student: str, why: str, seconds: float) -> None:
+        self.results[student] = StudentResult(student, "failed", errors=[why[:400]], seconds=seconds)
+        self.store.record_failure(student, self.results[student].errors)
+        self.advance(student)
 
 
-def keep_files(cd: CourseDirectory, assignment: str, student: str, done: dict) -> None:
+def keep_files(cd: CourseDirectory, assignment: str, student: str, files: dict[str, bytes]) -> None:
     """Files the notebooks wrote land in autograded/<student>/<assignment>/, as with nbgrader
     autograde (bounded by the sandbox; regular files only, written without following links)."""
     dest = Path(cd.format_path(cd.autograded_directory, student, assignment))
-    for name in sorted(done):
-        files = (done[name] or {}).get("files") or {}
-        if files and dest.is_dir():
-            boxfs.write_files(dest, files)
+    if files and dest.is_dir():
+        boxfs.write_files(dest, files)
 
 
 def record_failure(root: Path, assignment: str, student: str, errors: list[str]) -> None:
     """A submission that could not be graded gets a result record with ``status: failed`` and the
     reason, for ``mlbd report``; it has no digest, so the next run grades it again."""
-    folder = root / score.RESULTS / assignment
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".tmp-failed-{student}"
-    tmp.write_text(json.dumps({"student": student, "assignment": assignment, "status": "failed", "errors": errors}))
-    os.replace(tmp, folder / f"{student}.json")
+    ResultStore(root, assignment).record_failure(student, errors)
 
 
 def jobs_hint(pool) -> int:
     return max(2, getattr(pool, "jobs", 2))
-
-
-def _dumps(nb) -> str:
-    import nbformat
-    return nbformat.writes(nb)
 
 
 def _summary(console: Console, assignment: str, rows: list[StudentResult]) -> None:

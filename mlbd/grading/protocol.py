@@ -1,5 +1,9 @@
 """What the grading stages hand each other, and the grader's own mark on cells.
 
+**Records.** prepare ▸ ``Job`` ▸ execute (any worker) ▸ ``JobOutcome`` (a ``NotebookOutcome`` per
+notebook) ▸ score ▸ ``Verdict`` per notebook ▸ ``ResultStore``. Jobs and outcomes are dataclasses
+of plain data (str, bytes, numbers, lists, dicts), so they travel to Dask workers as they are.
+
 **The grader's mark.** A cell the trusted side failed itself (a timeout, a dead kernel, the
 watchdog, a notebook that could not be graded) gets an error output *and*
 ``cell.metadata["mlbd"]["grader_error"] = {"kind": ..., "message": ...}``. Only trusted code writes
@@ -9,9 +13,17 @@ is answered by the mark, never by an exception's name or message, which a studen
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import nbformat
 
 MARK = "mlbd"          # cell metadata key only the trusted side writes (grader cells, marks, notes)
+RESULTS = ".mlbd/results"   # result records, relative to the course root (``ResultStore``)
 
 # kind → the exception name its error output shows (output_limit only marks: outputs were cut, nothing failed)
 GRADER_ERRORS = {
@@ -56,3 +68,114 @@ def fail_cell(cell, kind: str, message: str, replace: bool = False) -> None:
     out = nbformat.v4.new_output("error", ename=ename, evalue=message, traceback=[f"{ename}: {message}"])
     cell.outputs = [out] if replace else [*cell.get("outputs", []), out]
     mark_grader_error(cell, kind, message)
+
+
+# --------------------------------------------------------------------------------------------
+# Records between the stages: prepare ▸ execute (any worker: plain data, picklable for Dask) ▸ score
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class JobNotebook:
+    """One prepared notebook of a job: nbformat JSON, integrity checks inserted."""
+    name: str
+    notebook: str
+    kernel_name: str = "python3"
+
+
+@dataclass
+class Job:
+    """What a worker runs for one submission: its notebooks, in order, in one work dir that starts
+    with ``files`` (the assignment's own data files) under the limits of ``config``."""
+    student: str
+    assignment: str
+    notebooks: list[JobNotebook]
+    files: dict[str, bytes] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)      # {"Sandbox": {...}}: this assignment's limits
+    timeout: int | None = None                      # seconds per cell
+
+    @property
+    def id(self) -> str:
+        return f"{self.student}/{self.assignment}"
+
+
+@dataclass
+class NotebookOutcome:
+    """What executing one notebook gave: the executed notebook (cells the grader failed carry its
+    mark, ``grader_error``), or ``crash`` when there is none to score."""
+    name: str
+    notebook: str | None = None                     # executed, nbformat JSON
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # limits hit, kernel deaths, files dropped: for TA and student
+    restarts: int = 0
+    limits: dict[str, bool] = field(default_factory=dict)
+    warm: list[bool] = field(default_factory=list)  # per kernel: forked from the zygote
+    truncated: list[int] = field(default_factory=list)   # cells whose outputs were cut
+    crash: str | None = None                        # why there is no executed notebook
+    crash_kind: str = "crash"                       # its GRADER_ERRORS kind (crash, watchdog)
+
+
+@dataclass
+class JobOutcome:
+    notebooks: list[NotebookOutcome] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)   # what the notebooks wrote, for autograded/
+    seconds: float = 0.0
+    worker_pid: int = 0
+
+    @classmethod
+    def crashed(cls, job: Job, why: str, kind: str = "crash") -> "JobOutcome":
+        """The job's future failed (a worker died): every notebook of it is a grader failure."""
+        return cls([NotebookOutcome(nb.name, crash=why, crash_kind=kind) for nb in job.notebooks])
+
+
+@dataclass
+class Verdict:
+    """The scoring step's findings on one notebook, before and besides the gradebook's points."""
+    errors: list[str] = field(default_factory=list)   # grading failures (the student reads them too)
+    flags: list[str] = field(default_factory=list)    # integrity findings: need review
+    strong: bool = False                              # a flag that zeroes the autograded tests
+    tests: dict[str, str] = field(default_factory=dict)   # grade_id → outcomes.classify
+    seconds: float | None = None                      # execution time
+
+
+class ResultStore:
+    """``.mlbd/results/<assignment>/<student>.json``: one record per student, written atomically
+    (``mlbd report``, ``report --items`` and the cohort view read them; the keys stay as they are).
+
+    A graded record: student, assignment, digest, errors, flags, tests, execute_seconds, score,
+    max_score, cells, needs_manual_grade. A failed one: student, assignment, status "failed",
+    errors, and no digest, so the next run grades the student again."""
+
+    def __init__(self, course_root: Path, assignment: str):
+        self.assignment = assignment
+        self.folder = Path(course_root) / RESULTS / assignment
+
+    def read(self, student: str) -> dict | None:
+        try:
+            return json.loads((self.folder / f"{student}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write(self, student: str, record: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"student": student, "assignment": self.assignment, **record}, fh, indent=1, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.folder / f"{student}.json")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def write_graded(self, student: str, digest: str, errors: list[str], verdicts: dict[str, Verdict],
+                     summary: dict) -> None:
+        self.write(student, {
+            "digest": digest, "errors": errors + [e for v in verdicts.values() for e in v.errors],
+            "flags": [f for v in verdicts.values() for f in v.flags],
+            "tests": {f"{name}/{cell}": o for name, v in verdicts.items() for cell, o in v.tests.items()},
+            "execute_seconds": sum(v.seconds or 0.0 for v in verdicts.values()), **summary})
+
+    def record_failure(self, student: str, errors: list[str]) -> None:
+        self.write(student, {"status": "failed", "errors": errors})

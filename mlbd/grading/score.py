@@ -10,11 +10,9 @@ in the notebook and the result record), and a result record per student makes th
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import nbformat
@@ -26,10 +24,10 @@ from traitlets.utils.importstring import import_item
 
 from ..course import ACTIVE_CONTENT
 from . import integrity, outcomes
-from .protocol import GRADER_ERRORS, KIND_OF, MARK, fail_cell
+from .protocol import GRADER_ERRORS, KIND_OF, MARK, NotebookOutcome, ResultStore, Verdict, fail_cell
+from .protocol import RESULTS  # noqa: F401  (score.RESULTS: where report, cohort and items_report look)
 
 STAGING = ".mlbd/executed"     # relative to the course root; nbgrader's directory structure below it
-RESULTS = ".mlbd/results"
 NOTE_TAG = "mlbd-grading-notes"
 FEEDBACK_TEXT_LIMIT = 20_000
 
@@ -110,9 +108,9 @@ def grader_output(cell, ename: str, message: str) -> None:
     cell.metadata[MARK]["grader_output"] = True
 
 
-def stage(course_root: Path, coursedir, sub, results: dict[str, dict]) -> dict[str, dict]:
-    """Write the executed notebooks of one submission to the staging folder; returns per-notebook
-    ``{"errors", "flags", "strong"}`` after the integrity checks."""
+def stage(coursedir, sub, results: dict[str, NotebookOutcome]) -> dict[str, Verdict]:
+    """Write the executed notebooks of one submission to the staging folder; returns a ``Verdict``
+    per notebook after the integrity checks."""
     dest = Path(coursedir.format_path(STAGING, sub.student, sub.assignment))
     if dest.exists():
         shutil.rmtree(dest)
@@ -130,45 +128,42 @@ def stage(course_root: Path, coursedir, sub, results: dict[str, dict]) -> dict[s
         target = dest / os.path.relpath(rel, sub.path)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(rel, target)
-    verdict: dict[str, dict] = {}
+    verdicts: dict[str, Verdict] = {}
     for job in sub.notebooks:
-        errors, flags, strong = list(job.errors), list(job.flags), job.strong
-        extra: dict = {}
+        v = verdicts[job.name] = Verdict(list(job.errors), list(job.flags), job.strong)
         res = results.get(job.name)
         if job.notebook is None:
-            verdict[job.name] = {"errors": errors, "flags": flags, "strong": strong}
             continue
         if res is None:
             nb = job.notebook
             if job.execute:
                 integrity.strip_checks(nb)
-        elif "crash" in res:
+        elif res.crash is not None:
             nb = job.notebook
             integrity.strip_checks(nb)
-            msg = f"{job.name}.ipynb could not be executed: {res['crash']}"
-            errors.append(msg)
+            msg = f"{job.name}.ipynb could not be executed: {res.crash}"
+            v.errors.append(msg)
             for cell in nb.cells:
                 if cell.cell_type == "code" and nbg_utils.is_grade(cell) and not nbg_utils.is_solution(cell):
-                    grader_output(cell, GRADER_ERRORS[res.get("kind", "crash")], msg)
+                    grader_output(cell, GRADER_ERRORS[res.crash_kind], msg)
         else:
-            nb = nbformat.reads(res["notebook"], as_version=4)
+            nb = nbformat.reads(res.notebook, as_version=4)
             found, _ = integrity.check_and_strip(nb)
             if found:
-                strong = True
-                flags += [f"{job.name}: {f}" for f in found]
-            errors += [f"{job.name}: {n}" for n in res.get("notes", [])]
-            if res.get("truncated"):
-                errors.append(f"{job.name}: output of {len(res['truncated'])} cell(s) truncated (size limit)")
+                v.strong = True
+                v.flags += [f"{job.name}: {f}" for f in found]
+            v.errors += [f"{job.name}: {n}" for n in res.notes]
+            if res.truncated:
+                v.errors.append(f"{job.name}: output of {len(res.truncated)} cell(s) truncated (size limit)")
             _stderr_to_display(nb)
-            extra = {"tests": outcomes.cell_outcomes(nb), "seconds": res.get("seconds")}   # for report --items
-        if errors or flags or sub.errors:
-            nb.cells.insert(0, _notes_cell(sub.errors + errors, flags))
+            v.tests, v.seconds = outcomes.cell_outcomes(nb), res.seconds     # for report --items
+        if v.errors or v.flags or sub.errors:
+            nb.cells.insert(0, _notes_cell(sub.errors + v.errors, v.flags))
         nbformat.write(nb, str(dest / f"{job.name}.ipynb"))
-        verdict[job.name] = {"errors": errors, "flags": flags, "strong": strong, **extra}
-    return verdict
+    return verdicts
 
 
-def score(course_root: Path, coursedir, cfg, sub, verdict: dict[str, dict]) -> None:
+def score(course_root: Path, coursedir, cfg, sub, verdicts: dict[str, Verdict]) -> None:
     """Run nbgrader's scoring on the staged notebooks and apply integrity flags to the gradebook."""
     from traitlets.config import Config
 
@@ -195,8 +190,8 @@ def score(course_root: Path, coursedir, cfg, sub, verdict: dict[str, dict]) -> N
                     grade.needs_manual_grade = False
             gb.db.commit()
     with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
-        for name, v in verdict.items():
-            if not v["flags"]:
+        for name, v in verdicts.items():
+            if not v.flags:
                 continue
             try:
                 snb = gb.find_submission_notebook(name, sub.assignment, sub.student)
@@ -209,32 +204,13 @@ def score(course_root: Path, coursedir, cfg, sub, verdict: dict[str, dict]) -> N
                     continue
                 if cell.cell_type == "code" and cell.name not in solutions:
                     grade.needs_manual_grade = True
-                    if v["strong"]:
+                    if v.strong:
                         grade.auto_score = 0.0
         gb.db.commit()
 
 
-def write_record(course_root: Path, sub, verdict: dict[str, dict], summary: dict) -> None:
-    folder = course_root / RESULTS / sub.assignment
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"student": sub.student, "assignment": sub.assignment, "digest": sub.digest,
-              "errors": sub.errors + [e for v in verdict.values() for e in v["errors"]],
-              "flags": [f for v in verdict.values() for f in v["flags"]],
-              "tests": {f"{name}/{cell}": o for name, v in verdict.items() for cell, o in v.get("tests", {}).items()},
-              "execute_seconds": sum(v.get("seconds") or 0.0 for v in verdict.values()), **summary}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(record, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, folder / f"{sub.student}.json")
-
-
 def read_record(course_root: Path, assignment: str, student: str) -> dict | None:
-    try:
-        return json.loads((course_root / RESULTS / assignment / f"{student}.json").read_text())
-    except (OSError, ValueError):
-        return None
+    return ResultStore(course_root, assignment).read(student)
 
 
 def gradebook_scores(coursedir, assignment: str, student: str) -> dict:
