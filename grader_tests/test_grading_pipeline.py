@@ -322,3 +322,51 @@ def test_library_hooks_are_not_flagged(graded, tmp_path):
     nbgrader(course, "generate_feedback", w.ASSIGNMENT, "--student", "plotter", "--force")
     html = (course / "feedback" / "plotter" / w.ASSIGNMENT / f"{w.NOTEBOOK}.html").read_text()
     assert "data:image/png;base64," in html
+
+
+def _two_notebook_course(root: Path) -> Path:
+    """ps1 of two notebooks: ``one`` asks for a function that writes shared.txt, ``two`` for one
+    that reads it back (nbgrader's test_side_effects, across notebooks)."""
+    def cell(source, grade_id, points=None):
+        c = nbformat.v4.new_code_cell(source)
+        test = points is not None
+        c.metadata["nbgrader"] = {"grade": test, "solution": not test, "locked": test, "grade_id": grade_id,
+                                  "schema_version": 3, **({"points": points} if test else {})}
+        return c
+
+    root.mkdir(parents=True)
+    (root / "nbgrader_config.py").write_text(w.CONFIG.replace("TIMEOUT", "30") + w.MLBD_SETTINGS.replace("MEMORY", "512"))
+    src = root / "source" / w.ASSIGNMENT
+    src.mkdir(parents=True)
+    stub = "    ### BEGIN SOLUTION\n    {}\n    ### END SOLUTION"
+    for name, cells in {
+            "one": [cell("def save(text):\n" + stub.format("open('shared.txt', 'w').write(text)"), "save"),
+                    cell("save('written by notebook one')\nassert open('shared.txt').read() == 'written by notebook one'",
+                         "t_save", 1)],
+            "two": [cell("def load():\n" + stub.format("return open('shared.txt').read()"), "load"),
+                    cell("assert load() == 'written by notebook one', 'notebook one wrote shared.txt'", "t_load", 2)]}.items():
+        nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}),
+                       str(src / f"{name}.ipynb"))
+    nbgrader(root, "generate_assignment", w.ASSIGNMENT, "--force")
+    return root
+
+
+def test_later_notebooks_see_the_files_earlier_ones_wrote(tmp_path):
+    """As with stock `nbgrader autograde`: a submission's notebooks run one after another in one
+    work dir, and what they wrote lands in autograded/<student>/<assignment>/."""
+    course = _two_notebook_course(tmp_path / "course")
+    answers = {"save": "def save(text):\n    open('shared.txt', 'w').write(text)",
+               "load": "def load():\n    return open('shared.txt').read()"}
+    for student in ("s1", "s2"):
+        for name in ("one", "two"):
+            nb = nbformat.read(str(course / "release" / w.ASSIGNMENT / f"{name}.ipynb"), 4)
+            for c in nb.cells:
+                c.source = answers.get(c.metadata.get("nbgrader", {}).get("grade_id"), c.source)
+            w.submit(course, student, nb, name=name)
+    mlbd("grade", w.ASSIGNMENT, "--course-dir", str(course), "--jobs", "2")
+    rows = {r["student"]: r for r in json.loads(mlbd("report", w.ASSIGNMENT, "--course-dir", str(course),
+                                                      "--format", "json").stdout)["submissions"]}
+    for student in ("s1", "s2"):
+        assert rows[student]["score"] == 3.0 and not rows[student]["flags"], rows[student]
+        kept = course / "autograded" / student / w.ASSIGNMENT / "shared.txt"
+        assert kept.read_text() == "written by notebook one"

@@ -31,7 +31,7 @@ from ..course import CourseError
 from . import boxfs, executors, prepare, score
 from .engines import shared_engines
 from .execute import execute_job
-from .protocol import Job, JobNotebook, JobOutcome, NotebookOutcome, ResultStore
+from .protocol import Job, JobNotebook, JobOutcome, ResultStore
 from .sandbox import Sandbox
 
 
@@ -163,16 +163,16 @@ class InFlight:
     """One submission between prepare and score."""
     sub: prepare.Submission
     started: float
-    outcomes: dict[str, NotebookOutcome] = field(default_factory=dict)
-    files: dict[str, bytes] = field(default_factory=dict)
-    waiting: int = 0                 # its jobs still out
+    job: Job | None = None
 
 
 @dataclass
 class GradingRun:
-    """One ``mlbd grade`` of an assignment: prepares each student (trusted), sends their ``Job`` to
-    the pool, and scores each submission once its outcomes are back (the only gradebook writer);
-    a result record per student. One submission that fails never stops the others."""
+    """One ``mlbd grade`` of an assignment: prepares each student (trusted), sends one ``Job`` per
+    submission to the pool (its notebooks in nbgrader's order in one work dir, so files a notebook
+    writes are there for the next, as with ``nbgrader autograde``; students run in parallel), and
+    scores each submission once its outcome is back (the only gradebook writer); a result record
+    per student. One submission that fails never stops the others."""
     cd: CourseDirectory
     cfg: Config
     assignment: str
@@ -182,7 +182,7 @@ class GradingRun:
     exclude: list[str]               # Autograde.exclude_overwriting: the student's own copy of these files
     copy_max_bytes: int
     results: dict[str, StudentResult] = field(default_factory=dict)
-    pending: dict = field(default_factory=dict)      # future → (InFlight, Job)
+    pending: dict = field(default_factory=dict)      # future → InFlight
     advance: Callable[[str], None] = field(default=lambda student: None, repr=False)   # progress bar
 
     def run(self, pool, students: list[str], title: str, console: Console, quiet: bool) -> None:
@@ -209,39 +209,35 @@ class GradingRun:
         except Exception as exc:  # noqa: BLE001
             self.fail(student, f"preparing failed: {type(exc).__name__}: {exc}", 0.0)
             return
+        runnable = sorted((nb for nb in sub.notebooks if nb.execute and nb.notebook is not None),
+                          key=lambda nb: f"{nb.name}.ipynb")          # nbgrader's order: sorted file names
         flight = InFlight(sub, started)
-        for nb in sub.notebooks:
-            if not (nb.execute and nb.notebook is not None):
-                continue
-            job = Job(student, self.assignment, [JobNotebook(nb.name, nbformat.writes(nb.notebook),
-                                                             nb.notebook.metadata.get("kernelspec", {}).get("name", "python3"))],
-                      files, self.sandbox_cfg, self.timeout)
-            self.pending[pool.submit(execute_job, job)] = (flight, job)
-            flight.waiting += 1
-        if not flight.waiting:
-            self.finish(flight)
+        if not runnable:
+            self.finish(flight, JobOutcome())
+            return
+        flight.job = Job(student, self.assignment,
+                         [JobNotebook(nb.name, nbformat.writes(nb.notebook),
+                                      nb.notebook.metadata.get("kernelspec", {}).get("name", "python3")) for nb in runnable],
+                         files, self.sandbox_cfg, self.timeout)
+        self.pending[pool.submit(execute_job, flight.job)] = flight
 
     def collect(self, pool, block: bool) -> None:
         if not self.pending:
             return
         for fut in pool.wait(list(self.pending), timeout=None if block else 0):
-            flight, job = self.pending.pop(fut)
+            flight = self.pending.pop(fut)
             try:
                 done: JobOutcome = fut.result()
             except Exception as exc:  # noqa: BLE001  (worker crashed: report, keep going)
-                done = JobOutcome.crashed(job, f"{type(exc).__name__}: {exc}"[:300])
-            flight.outcomes.update((o.name, o) for o in done.notebooks)
-            flight.files.update(done.files)
-            flight.waiting -= 1
-            if flight.waiting == 0:
-                self.finish(flight)
+                done = JobOutcome.crashed(flight.job, f"{type(exc).__name__}: {exc}"[:300])
+            self.finish(flight, done)
 
-    def finish(self, flight: InFlight) -> None:
+    def finish(self, flight: InFlight, done: JobOutcome) -> None:
         sub = flight.sub
         try:
-            verdicts = score.stage(self.cd, sub, flight.outcomes)
-            keep_files(self.cd, self.assignment, sub.student, flight.files)
-            score.score(Path(self.cd.root), self.cd, self.cfg, sub, verdicts)
+            verdicts = score.stage(self.cd, sub, {o.name: o for o in done.notebooks})
+            score.score(Path(self.cd.root), self.cd, self.cfg, sub, verdicts)     # (re)makes autograded/
+            keep_files(self.cd, self.assignment, sub.student, done.files)
             summary = score.gradebook_scores(self.cd, self.assignment, sub.student)
             self.store.write_graded(sub.student, sub.digest, sub.errors, verdicts, summary)
             rec = self.store.read(sub.student) or {}
