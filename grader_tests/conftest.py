@@ -60,6 +60,19 @@ def source_notebooks(assignment: str) -> list[Path]:
     return notebooks(ROOT, assignment, "source")
 
 
+def notebook_uses_tensorflow(nb: Path) -> bool:
+    import re
+
+    import nbformat
+    code = "\n".join(c.source for c in nbformat.read(str(nb), as_version=4).cells if c.cell_type == "code")
+    return re.search(r"^\s*(import|from)\s+(tensorflow|keras)\b", code, re.M) is not None
+
+
+def uses_tensorflow(assignment: str) -> bool:
+    """Whether a notebook of ``assignment`` imports TensorFlow (or Keras)."""
+    return any(notebook_uses_tensorflow(nb) for nb in source_notebooks(assignment))
+
+
 def release_path(source_nb: Path) -> Path:
     return ROOT / "release" / source_nb.parent.name / source_nb.name
 

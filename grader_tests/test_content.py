@@ -12,7 +12,7 @@ import pytest
 from mlbd import validate
 from mlbd.course import notebook_meta
 
-from conftest import TF_ASSIGNMENTS, WRONG_DIR, release_path, source_notebooks
+from conftest import WRONG_DIR, _cached, release_path, source_notebooks, uses_tensorflow
 
 
 def test_assignment_has_notebooks_and_release(assignment):
@@ -44,17 +44,34 @@ def test_blank_release_scores_zero(assignment, blank_runs):
         assert not passing, f"these tests pass on the blank notebook (vacuous): {passing}"
 
 
-def test_known_wrong_answers_lose_marks(assignment, scratch):
+def _wrong_answers_by_notebook(assignment):
     path = WRONG_DIR / f"{assignment}.txt"
     assert path.exists(), f"no wrong answers recorded for {assignment} in {path}"
     wrong = validate.parse_wrong_answers(path.read_text(), str(path))
     nbs = source_notebooks(assignment)
-    by_solution = {}
+    by_solution = {nb: [] for nb in nbs}
     for nb in nbs:
         ids = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(str(nb), as_version=4).cells}
         for w in wrong:
             if w.solution_id in ids:
-                by_solution.setdefault(nb, []).append(w)
+                by_solution[nb].append(w)
+    return wrong, by_solution
+
+
+@pytest.fixture
+def second_runs(assignment, _cache, scratch):
+    """Per notebook: a second whole run of the instructor notebook, then the known wrong answers
+    injected into that same kernel (one execution serves both checks), once per worker."""
+    def make():
+        _, by_solution = _wrong_answers_by_notebook(assignment)
+        return {nb: validate.execute_with_wrong_answers(nb, ws, scratch / assignment / "wrong" / nb.stem)
+                for nb, ws in by_solution.items()}
+    return _cached(_cache, ("second", assignment), make)
+
+
+def test_known_wrong_answers_lose_marks(assignment, second_runs):
+    wrong, by_solution = _wrong_answers_by_notebook(assignment)
+    nbs = source_notebooks(assignment)
     orphans = [w.solution_id for w in wrong if not any(w in ws for ws in by_solution.values())]
     assert not orphans, f"wrong answers name unknown solution cells: {orphans}"
     solution_ids = {c.metadata["nbgrader"]["grade_id"] for nb in nbs for c in nbformat.read(str(nb), as_version=4).cells
@@ -63,7 +80,7 @@ def test_known_wrong_answers_lose_marks(assignment, scratch):
     assert not uncovered, f"every solution cell needs at least one known wrong answer; missing: {sorted(uncovered)}"
     problems = []
     for nb, ws in by_solution.items():
-        results = validate.run_wrong_answers(nb, ws, scratch / assignment / "wrong" / nb.stem)
+        results = second_runs[nb][1]
         for n, w in enumerate(ws):
             r = results[n]
             if r["passed"]:
@@ -114,9 +131,9 @@ def test_no_network_or_downloader(assignment):
             assert validate.network_uses(path) == [], f"{path}: {validate.network_uses(path)}"
 
 
-def test_graded_twice_same_score(assignment, instructor_runs, scratch):
+def test_graded_twice_same_score(assignment, instructor_runs, second_runs):
     for nb, first in zip(source_notebooks(assignment), instructor_runs):
-        second = validate.execute(nb, scratch / assignment / "again" / nb.stem)
+        second = second_runs[nb][0]
         assert second.scores == first.scores
         # stdout only (stderr carries library logs with timestamps), object addresses masked; a cell's
         # stdout is joined because how the kernel splits it into stream messages depends on timing
@@ -128,7 +145,7 @@ def test_graded_twice_same_score(assignment, instructor_runs, scratch):
 
 def test_every_canary_fails_on_the_solution(assignment, scratch):
     """A canary that holds on a right answer zeroes an honest submission as tampered (issue 13)."""
-    if assignment in TF_ASSIGNMENTS:
+    if uses_tensorflow(assignment):
         pytest.skip("TensorFlow test cells train models; their canaries are covered by the unit test")
     held = {nb.name: validate.canaries_that_hold(nb, scratch / assignment / "canaries" / nb.stem)
             for nb in source_notebooks(assignment)}

@@ -12,7 +12,7 @@ import pytest
 
 from mlbd.course import assignments
 
-from conftest import ROOT, source_notebooks
+from conftest import ROOT, notebook_uses_tensorflow, source_notebooks
 
 PROBE = """
 import os, json
@@ -58,12 +58,7 @@ def test_gpu_is_used_when_visible():
     assert "GPU" in result["device"].upper()
 
 
-def _uses_tensorflow(nb) -> bool:
-    code = "\n".join(c.source for c in nbformat.read(str(nb), as_version=4).cells if c.cell_type == "code")
-    return re.search(r"^\s*(import|from)\s+(tensorflow|keras)\b", code, re.M) is not None
-
-
-TF_NOTEBOOKS = [nb for a in assignments(ROOT) for nb in source_notebooks(a) if _uses_tensorflow(nb)]
+TF_NOTEBOOKS = [nb for a in assignments(ROOT) for nb in source_notebooks(a) if notebook_uses_tensorflow(nb)]
 
 
 @pytest.mark.parametrize("nb", TF_NOTEBOOKS, ids=lambda p: p.parent.name)

@@ -21,6 +21,8 @@ import pytest
 from mlbd.course import nbgrader, tool_env
 from mlbd.grading import workload as w
 
+from conftest import _cached
+
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading-adversarial")]
 
 R, PW = w.RIGHT, w.PARTLY_WRONG
@@ -306,7 +308,12 @@ def _build(course: Path, name: str, case: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def graded(tmp_path_factory, _cache):
+    # once per worker: xdist may tear a module fixture down between two of its tests and set it up again
+    return _cached(_cache, "adversarial-graded", lambda: _grade_everyone(tmp_path_factory))
+
+
+def _grade_everyone(tmp_path_factory):
     course = w.make_course(tmp_path_factory.mktemp("adv") / "course", timeout=10, memory_mb=512)
     all_cases = cases(course)
     control = w.answered(course, dict(R, q1=R["q1"] + f"\n# {CONTROL_MARK}"))

@@ -20,6 +20,8 @@ from mlbd.course import nbgrader, tool_env
 from mlbd.grading import workload as w
 from mlbd.grading.execute import execute_job
 
+from conftest import _cached
+
 pytestmark = pytest.mark.xdist_group("grading-pipeline")
 
 STUDENTS = {"right": w.RIGHT, "partly": w.PARTLY_WRONG, "blank": None}
@@ -52,11 +54,14 @@ def cell_scores(course: Path) -> dict[tuple[str, str], float]:
 
 
 @pytest.fixture(scope="module")
-def base_course(tmp_path_factory):
-    course = w.make_course(tmp_path_factory.mktemp("gp") / "course", timeout=30)
-    for student, answers in STUDENTS.items():
-        w.submit(course, student, w.answered(course, answers) if answers else w.release_notebook(course))
-    return course
+def base_course(tmp_path_factory, _cache):
+    # once per worker: xdist may tear a module fixture down between two of its tests and set it up again
+    def make():
+        course = w.make_course(tmp_path_factory.mktemp("gp") / "course", timeout=30)
+        for student, answers in STUDENTS.items():
+            w.submit(course, student, w.answered(course, answers) if answers else w.release_notebook(course))
+        return course
+    return _cached(_cache, "pipeline-base-course", make)
 
 
 def clone(base: Path, dest: Path) -> Path:
@@ -67,10 +72,11 @@ def clone(base: Path, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def graded(base_course, tmp_path_factory):
-    course = clone(base_course, tmp_path_factory.mktemp("gp-graded") / "course")
-    proc = mlbd("grade", w.ASSIGNMENT, "--course-dir", str(course), "--jobs", "2")
-    return course, proc
+def graded(base_course, tmp_path_factory, _cache):
+    def make():
+        course = clone(base_course, tmp_path_factory.mktemp("gp-graded") / "course")
+        return course, mlbd("grade", w.ASSIGNMENT, "--course-dir", str(course), "--jobs", "2")
+    return _cached(_cache, "pipeline-graded", make)
 
 
 @pytest.mark.slow

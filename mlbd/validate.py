@@ -91,7 +91,12 @@ def execute(path: Path, workdir: Path, timeout: int = 300) -> Execution:
     start = time.perf_counter()
     client = notebook_client(nb, workdir, timeout)
     client.execute(env=kernel_env(), cwd=str(workdir))
-    run = Execution(nb=nb, seconds=time.perf_counter() - start)
+    return scored(nb, time.perf_counter() - start)
+
+
+def scored(nb, seconds: float) -> Execution:
+    """The autograded test cells of an executed notebook, scored all-or-nothing."""
+    run = Execution(nb=nb, seconds=seconds)
     for gid, info in graded_cells(nb).items():
         if info["kind"] != "tests":
             continue
@@ -165,13 +170,20 @@ def parse_wrong_answers(text: str, origin: str = "<wrong answers>") -> list[Wron
 
 
 def run_wrong_answers(path: Path, wrong: list[WrongAnswer], workdir: Path, timeout: int = 300) -> dict[int, dict]:
-    """Inject each wrong answer into one warm kernel and run only the tests it should fail.
+    """``execute_with_wrong_answers``'s outcome per wrong answer."""
+    return execute_with_wrong_answers(path, wrong, workdir, timeout)[1]
 
-    The kernel first runs every non-test cell of the instructor notebook (the set-up and the
-    reference answers). For each wrong answer it then runs the wrong code in place of its
+
+def execute_with_wrong_answers(path: Path, wrong: list[WrongAnswer], workdir: Path,
+                               timeout: int = 300) -> tuple[Execution, dict[int, dict]]:
+    """Run the instructor notebook top to bottom, then inject each wrong answer into the same warm
+    kernel and run only the tests it should fail.
+
+    The first pass is a whole execution, scored as ``execute`` scores it (a second run to compare
+    with, for determinism). For each wrong answer the kernel then runs the wrong code in place of its
     solution cell, runs the named test cells, records which passed, and re-runs the reference
     solution cell so that the next wrong answer starts from a correct state.
-    Returns ``{index in wrong: {"failed": [...], "passed": [...]}}``.
+    Returns the first pass and ``{index in wrong: {"failed": [...], "passed": [...]}}``.
     """
     nb = nbformat.read(str(path), as_version=4)
     cells = {c.metadata.get("nbgrader", {}).get("grade_id"): (i, c) for i, c in enumerate(nb.cells)}
@@ -182,10 +194,12 @@ def run_wrong_answers(path: Path, wrong: list[WrongAnswer], workdir: Path, timeo
     workdir.mkdir(parents=True, exist_ok=True)
     client = notebook_client(nb, workdir, timeout)
     results: dict[int, dict] = {}
+    start = time.perf_counter()
     with client.setup_kernel(env=kernel_env(), cwd=str(workdir)):
         for i, cell in enumerate(nb.cells):
-            if cell.cell_type == "code" and kind_of(cell) != "tests":
+            if cell.cell_type == "code":
                 client.execute_cell(cell, i)
+        first = scored(copy.deepcopy(nb), time.perf_counter() - start)
         for n, w in enumerate(wrong):
             sol_index, sol_cell = cells[w.solution_id]
             probe = nbformat.v4.new_code_cell(w.code)
@@ -199,7 +213,7 @@ def run_wrong_answers(path: Path, wrong: list[WrongAnswer], workdir: Path, timeo
             results[n] = outcome
             restore = nbformat.v4.new_code_cell(sol_cell.source)
             client.execute_cell(restore, sol_index)
-    return results
+    return first, results
 
 
 # ---------------------------------------------------------------------------------------------
