@@ -32,7 +32,7 @@ install: system-deps $(STAMP)
 
 # The hub and browser tests run last, one module at a time, with the machine to themselves: a real
 # hub spawning servers competes badly with TensorFlow notebooks on 2 cores.
-HUB_TESTS := grader_tests/test_hub_exchange.py grader_tests/test_hub_restart.py grader_tests/test_hub.py grader_tests/test_hub_roles.py grader_tests/test_hub_limits.py
+HUB_TESTS := grader_tests/test_hub_restart.py grader_tests/test_hub.py grader_tests/test_hub_roles.py grader_tests/test_hub_limits.py
 test: install hub-deps
 	$(PY) -m pytest -n auto --dist loadgroup $(PYTEST_ARGS) $(addprefix --ignore=,$(HUB_TESTS)) grader_tests
 	for t in $(HUB_TESTS); do $(PY) -m pytest $(PYTEST_ARGS) $$t || exit 1; done

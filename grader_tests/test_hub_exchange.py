@@ -7,7 +7,9 @@ spawner gives users, and nbgrader run as each user.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import os
 import shutil
 import stat
@@ -201,10 +203,11 @@ def attacked(course):
     t0 = time.monotonic()
     collect = launcher.nbgrader_as_grader(course, "collect", "lecture01", "--update", check=False)
     collect_s = time.monotonic() - t0
-    launcher.collect_and_grade(course, "lecture01")
+    with contextlib.redirect_stdout(io.StringIO()) as hub_grade:   # what `mlbd hub grade` prints
+        launcher.collect_and_grade(course, "lecture01")
     launcher.nbgrader_as_grader(course, "generate_feedback", "lecture01", "--force")
     feedback = launcher.nbgrader_as_grader(course, "release_feedback", "lecture01", check=False)
-    return {"due": due, "collect": collect, "collect_s": collect_s, "feedback": feedback, "release": release,
+    return {"due": due, "collect": collect, "hub_grade": hub_grade.getvalue(), "collect_s": collect_s, "feedback": feedback, "release": release,
             "fetched4": fetched4, "fetched5": fetched5, "submitted": course.course_dir / "submitted"}
 
 
@@ -224,6 +227,13 @@ def test_one_students_unparsable_or_oversized_entry_stops_nobody(attacked):
         assert (attacked["submitted"] / student / "lecture01" / NB).is_file(), student
     got3 = attacked["submitted"] / "hx_s3" / "lecture01"   # the attacker's own acceptable entry only
     assert sorted(p.name for p in got3.iterdir()) == [NB, "timestamp.txt"]
+
+
+def test_hub_grade_tells_the_instructor_what_collect_skipped_and_the_summary(attacked):
+    out = attacked["hub_grade"]
+    assert "the time in its name does not parse" in out and "bytes (CourseDirectory.max_dir_size)" in out, out[-3000:]
+    assert "skipped" in out and "inbound entr" in out, out[-3000:]
+    assert "grading summary" in out and "hx_s4" in out and "graded" in out, out[-3000:]
 
 
 def test_a_folder_named_after_the_victim_does_not_drop_their_work(attacked, course):

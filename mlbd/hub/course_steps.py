@@ -28,8 +28,9 @@ def collect_and_grade(s: HubSettings, assignment: str, sandbox: str | None = Non
     and give every file back to the course account. Root executes nothing the course account can
     write: the settings come from the root-only copy of the repository's nbgrader_config.py, and
     Python runs from the hub dir with -P (no course folder on sys.path)."""
-    nbgrader_as_grader(s, "collect", assignment, "--update")
-    log(f"collected {assignment}")
+    collected = nbgrader_as_grader(s, "collect", assignment, "--update")
+    for line in collect_report(collected.stdout + collected.stderr):
+        log(line)
     if not s.grading_config.is_file():
         raise CourseError(f"{s.grading_config} is missing: run `mlbd hub prepare` (or start) first")
     cmd = [sys.executable, "-P", "-m", "mlbd.cli", "grade", assignment, "--course-dir", str(s.course_dir),
@@ -43,9 +44,21 @@ def collect_and_grade(s: HubSettings, assignment: str, sandbox: str | None = Non
         proc = subprocess.run(cmd, env=env, cwd=s.hub_dir, capture_output=True, text=True, timeout=1800)
         if proc.returncode:
             raise CourseError(f"mlbd grade {assignment} failed:\n{(proc.stderr or proc.stdout)[-1500:]}")
+        print(proc.stdout, end="", flush=True)     # the grading summary: who was graded, flagged, failed
     finally:
         accounts.chown_tree(s.course_dir, accounts.course_account(s.course_id))
     log(f"graded {assignment} (mlbd grade)")
+
+
+def collect_report(output: str) -> list[str]:
+    """What collect said the instructor must see: every skipped inbound entry with its reason, and
+    the count, from nbgrader's log lines (``[CollectApp | WARNING] skipping …``)."""
+    keep = []
+    for line in output.splitlines():
+        text = line.split("] ", 1)[1] if line.startswith("[") and "] " in line else line
+        if "WARNING]" in line or "ERROR]" in line or text.startswith("collected "):
+            keep.append(text.strip())
+    return keep or [output.strip().splitlines()[-1] if output.strip() else "collected (nbgrader printed nothing)"]
 
 
 def release_feedback(s: HubSettings, assignment: str) -> None:
