@@ -30,12 +30,12 @@ $(STAMP): pyproject.toml requirements.lock | system-deps
 
 install: system-deps $(STAMP)
 
-# The hub and browser tests run last, one module at a time, with the machine to themselves: a real
-# hub spawning servers competes badly with TensorFlow notebooks on 2 cores.
-HUB_TESTS := grader_tests/test_hub_restart.py grader_tests/test_hub.py grader_tests/test_hub_roles.py grader_tests/test_hub_limits.py
+# The tests that run a live hub go last, two modules (two hubs) at a time, with the machine to
+# themselves: a real hub spawning servers competes badly with TensorFlow notebooks on 2 cores.
+HUB_TESTS := grader_tests/test_hub_limits.py grader_tests/test_hub.py grader_tests/test_hub_roles.py grader_tests/test_hub_restart.py
 test: install hub-deps
 	$(PY) -m pytest -n auto --dist loadgroup $(PYTEST_ARGS) $(addprefix --ignore=,$(HUB_TESTS)) grader_tests
-	for t in $(HUB_TESTS); do $(PY) -m pytest $(PYTEST_ARGS) $$t || exit 1; done
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS) $(HUB_TESTS)
 
 # The unit tier: no kernels, no hub, no browser; seconds.
 test-unit: install
