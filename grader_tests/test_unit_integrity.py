@@ -184,7 +184,7 @@ def test_feedback_shows_the_trusted_notes_and_grader_outputs():
     hidden = _test_cell()
     hidden.outputs = [_out("x")]
     blank = _test_cell()
-    score.grader_output(blank, "SubmissionError", "sk.ipynb has no answers: graded 0")
+    score.grader_output(blank, "submission", "sk.ipynb has no answers: graded 0")
     nb = _feedback([notes, student_md, hidden, blank])
     assert "rot13" not in nb.cells[0].source and "swallowed" not in nb.cells[0].source
     assert "cannot read; this cell" in nb.cells[0].source and "review by a TA" in nb.cells[0].source

@@ -309,7 +309,7 @@ def _blank(release: Path, resources, cfg, message: str) -> nbformat.NotebookNode
     nb = _sanitize(nbformat.read(str(release), as_version=4), resources, cfg)
     for cell in nb.cells:
         if cell.cell_type == "code" and nbg_utils.is_grade(cell) and not nbg_utils.is_solution(cell):
-            score.grader_output(cell, "SubmissionError", message)
+            score.grader_output(cell, "submission", message)
     return nb
 
 

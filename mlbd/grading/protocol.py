@@ -38,7 +38,6 @@ GRADER_ERRORS = {
     "submission": "SubmissionError",        # missing/unreadable/unanswered notebook: graded blank
     "output_limit": None,
 }
-KIND_OF = {ename: kind for kind, ename in GRADER_ERRORS.items() if ename}
 
 
 def grader_error(cell) -> dict | None:

@@ -24,7 +24,7 @@ from traitlets.utils.importstring import import_item
 
 from ..course import ACTIVE_CONTENT
 from . import integrity, outcomes
-from .protocol import GRADER_ERRORS, KIND_OF, MARK, NotebookOutcome, ResultStore, Verdict, fail_cell
+from .protocol import MARK, NotebookOutcome, ResultStore, Verdict, fail_cell
 from .protocol import RESULTS  # noqa: F401  (score.RESULTS: where report, cohort and items_report look)
 
 STAGING = ".mlbd/executed"     # relative to the course root; nbgrader's directory structure below it
@@ -101,10 +101,10 @@ def _notes_cell(errors: list[str], flags: list[str]) -> nbformat.NotebookNode:
     return cell
 
 
-def grader_output(cell, ename: str, message: str) -> None:
-    """The grader's own verdict on a cell it did not run (``ename`` one of ``protocol.GRADER_ERRORS``):
+def grader_output(cell, kind: str, message: str) -> None:
+    """The grader's own verdict on a cell it did not run (``kind`` one of ``protocol.GRADER_ERRORS``):
     its only output, marked as the grader's, and ``grader_output`` for feedback to show as it is."""
-    fail_cell(cell, KIND_OF[ename], message, replace=True)
+    fail_cell(cell, kind, message, replace=True)
     cell.metadata[MARK]["grader_output"] = True
 
 
@@ -145,7 +145,7 @@ def stage(coursedir, sub, results: dict[str, NotebookOutcome]) -> dict[str, Verd
             v.errors.append(msg)
             for cell in nb.cells:
                 if cell.cell_type == "code" and nbg_utils.is_grade(cell) and not nbg_utils.is_solution(cell):
-                    grader_output(cell, GRADER_ERRORS[res.crash_kind], msg)
+                    grader_output(cell, res.crash_kind, msg)
         else:
             nb = nbformat.reads(res.notebook, as_version=4)
             found, _ = integrity.check_and_strip(nb)
