@@ -29,6 +29,23 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("assignment", params)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Keep each ``xdist_group`` on one worker under ``--dist loadgroup``. pytest-xdist 3.8 marks a
+    group by appending ``@group`` to ``item._nodeid``, which pytest 9.2 no longer reads (node ids are
+    structured): without this, a group's tests were spread over the workers, each set up its own
+    copy of the module's fixtures (the same Unix accounts, twice), and one's teardown broke the other."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
+
+
 @pytest.fixture(scope="session")
 def course_root() -> Path:
     return ROOT

@@ -143,13 +143,16 @@ def test_graded_twice_same_score(assignment, instructor_runs, second_runs):
         assert outputs(second) == outputs(first), "test-cell stdout differs between two runs: something is unseeded"
 
 
-def test_every_canary_fails_on_the_solution(assignment, scratch):
-    """A canary that holds on a right answer zeroes an honest submission as tampered (issue 13)."""
+def test_every_canary_fails_on_the_solution_and_costs_it_nothing(assignment, scratch):
+    """Every canary `mlbd grade` could insert, where it could insert it, fails on the solution and
+    leaves every test passing: otherwise an honest submission is zeroed as tampered or loses points
+    (issue 13)."""
     if uses_tensorflow(assignment):
         pytest.skip("TensorFlow test cells train models; their canaries are covered by the unit test")
-    held = {nb.name: validate.canaries_that_hold(nb, scratch / assignment / "canaries" / nb.stem)
-            for nb in source_notebooks(assignment)}
-    assert not any(held.values()), f"canaries that pass on the solution: {held}"
+    for nb in source_notebooks(assignment):
+        held, broken = validate.run_with_every_canary(nb, scratch / assignment / "canaries" / nb.stem)
+        assert not held, f"{nb.name}: canaries that pass on the solution: {held}"
+        assert not broken, f"{nb.name}: tests that fail on the solution with canaries before them: {broken}"
 
 
 def test_within_budget(assignment, instructor_runs):

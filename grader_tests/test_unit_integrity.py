@@ -89,10 +89,10 @@ def test_canary_of_a_test_without_asserts_still_fails():
 
 
 def test_mutating_tests_run_their_canary_after_them():
-    assert integrity._runs_twice_safely(TEST)
+    assert integrity.runs_twice_safely(TEST)
     for source in ("xs.append(1)\nassert len(xs) == 1", "n += 1\nassert n", "model.fit(X, y)\nassert model",
                    "d['k'] = 1\nassert d"):
-        assert not integrity._runs_twice_safely(source)
+        assert not integrity.runs_twice_safely(source)
     nb = nbformat.v4.new_notebook(cells=[_test_cell("xs.append(1)\nassert len(xs) == 1, 'one'")])
     for seed in range(10):
         cells = integrity.add_checks(nbformat.from_dict(nb), seed).cells

@@ -109,25 +109,40 @@ def scored(nb, seconds: float) -> Execution:
     return run
 
 
-def canaries_that_hold(path: Path, workdir: Path, timeout: int = 300) -> list[str]:
-    """Run the instructor notebook with every canary ``mlbd grade`` could put after each autograded
-    test cell (``integrity.reversed_copies``) and return those that did not fail. Each must fail on a
-    right answer, or grading would flag an honest submission as tampered and zero it."""
+def run_with_every_canary(path: Path, workdir: Path, timeout: int = 300) -> tuple[list[str], list[str]]:
+    """Run the instructor notebook with every canary ``mlbd grade`` could give each autograded test
+    cell (``integrity.reversed_copies``), where ``mlbd grade`` may put it: before the test when
+    running the test twice is harmless (``integrity.runs_twice_safely``), after it otherwise.
+
+    Returns ``(held, broken)``: canaries that did not fail, and test cells that failed with the
+    canaries around them. Both must be empty: a canary that holds flags an honest submission as
+    tampered, and one that changes what its test sees costs an honest submission its points.
+    """
     from .grading import integrity
 
     nb = nbformat.read(str(path), as_version=4)
-    cells, where = [], {}
+    cells, where, tests = [], {}, []
     for cell in nb.cells:
-        cells.append(cell)
         md = cell.metadata.get("nbgrader", {})
+        canaries = []
         if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
-            for n, source in enumerate(integrity.reversed_copies(cell.source)):
-                where[len(cells)] = f"{md.get('grade_id')} (canary {n + 1})"
-                cells.append(nbformat.v4.new_code_cell(source))
+            canaries = [nbformat.v4.new_code_cell(source) for source in integrity.reversed_copies(cell.source)]
+        before = integrity.runs_twice_safely(cell.source)
+        for n, canary in enumerate(canaries if before else []):
+            where[len(cells)] = f"{md.get('grade_id')} (canary {n + 1}, before the test)"
+            cells.append(canary)
+        if canaries:
+            tests.append((len(cells), md.get("grade_id")))
+        cells.append(cell)
+        for n, canary in enumerate([] if before else canaries):
+            where[len(cells)] = f"{md.get('grade_id')} (canary {n + 1}, after the test)"
+            cells.append(canary)
     nb.cells = cells
     workdir.mkdir(parents=True, exist_ok=True)
     notebook_client(nb, workdir, timeout).execute(env=kernel_env(), cwd=str(workdir))
-    return [name for i, name in where.items() if not cell_failed(nb.cells[i])]
+    held = [name for i, name in where.items() if not cell_failed(nb.cells[i])]
+    broken = [f"{gid}: {error_text(nb.cells[i])}" for i, gid in tests if cell_failed(nb.cells[i])]
+    return held, broken
 
 
 # ---------------------------------------------------------------------------------------------

@@ -201,7 +201,7 @@ _MUTATING = {"append", "extend", "insert", "pop", "remove", "update", "add", "cl
              "fit", "partial_fit", "fit_transform", "train", "compile", "write", "seed", "shuffle"}
 
 
-def _runs_twice_safely(source: str) -> bool:
+def runs_twice_safely(source: str) -> bool:
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -228,7 +228,7 @@ def add_checks(nb: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
         md = cell.metadata.get("nbgrader", {})
         if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
             canary = canary_cell(cell, rng)
-            first = _runs_twice_safely(cell.source) and rng.random() < 0.5
+            first = runs_twice_safely(cell.source) and rng.random() < 0.5
             cells += [canary, cell] if first else [cell, canary]
         else:
             cells.append(cell)
