@@ -60,11 +60,12 @@ def _wrong_answers_by_notebook(assignment):
 
 @pytest.fixture
 def second_runs(assignment, _cache, scratch):
-    """Per notebook: a second whole run of the instructor notebook, then the known wrong answers
-    injected into that same kernel (one execution serves both checks), once per worker."""
+    """Per notebook: a second whole run of the instructor notebook, then the known wrong and right
+    answers tried in that same kernel (one execution serves three checks), once per worker."""
     def make():
         _, by_solution = _wrong_answers_by_notebook(assignment)
-        return {nb: validate.execute_with_wrong_answers(nb, ws, scratch / assignment / "wrong" / nb.stem)
+        _, right_by_nb = _right_answers_by_notebook(assignment)
+        return {nb: validate.execute_with_answers(nb, ws, right_by_nb[nb], scratch / assignment / "answers" / nb.stem)
                 for nb, ws in by_solution.items()}
     return _cached(_cache, ("second", assignment), make)
 
@@ -80,7 +81,7 @@ def test_known_wrong_answers_lose_marks(assignment, second_runs):
     assert not uncovered, f"every solution cell needs at least one known wrong answer; missing: {sorted(uncovered)}"
     problems = []
     for nb, ws in by_solution.items():
-        results = second_runs[nb][1]
+        results = second_runs[nb].wrong
         for n, w in enumerate(ws):
             r = results[n]
             if r["passed"]:
@@ -91,23 +92,26 @@ def test_known_wrong_answers_lose_marks(assignment, second_runs):
 RIGHT_DIR = WRONG_DIR.parent / "right_answers"
 
 
-def test_right_answers_keep_full_marks(assignment, scratch):
+def _right_answers_by_notebook(assignment):
+    path = RIGHT_DIR / f"{assignment}.txt"
+    nbs = source_notebooks(assignment)
+    right = validate.parse_right_answers(path.read_text(), str(path)) if path.exists() else []
+    ids = {nb: {c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(str(nb), as_version=4).cells}
+           for nb in nbs}
+    return right, {nb: [r for r in right if r.solution_id in ids[nb]] for nb in nbs}
+
+
+def test_right_answers_keep_full_marks(assignment, second_runs):
     """Correct solutions written in another style than the reference lose no mark (issue 15)."""
     path = RIGHT_DIR / f"{assignment}.txt"
     if not path.exists():
         pytest.skip(f"no right answers recorded for {assignment} yet ({path.relative_to(RIGHT_DIR.parent.parent)})")
-    right = validate.parse_right_answers(path.read_text(), str(path))
-    nbs = source_notebooks(assignment)
-    ids = {nb: {c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(str(nb), as_version=4).cells}
-           for nb in nbs}
-    orphans = [r.solution_id for r in right if not any(r.solution_id in i for i in ids.values())]
+    right, by_nb = _right_answers_by_notebook(assignment)
+    orphans = [r.solution_id for r in right if not any(r in rs for rs in by_nb.values())]
     assert not orphans, f"right answers name unknown solution cells: {orphans}"
     problems = []
-    for nb in nbs:
-        rs = [r for r in right if r.solution_id in ids[nb]]
-        if not rs:
-            continue
-        results = validate.run_right_answers(nb, rs, scratch / assignment / "right" / nb.stem)
+    for nb, rs in by_nb.items():
+        results = second_runs[nb].right
         for n, r in enumerate(rs):
             res = results[n]
             if res["setup_error"]:
@@ -133,7 +137,7 @@ def test_no_network_or_downloader(assignment):
 
 def test_graded_twice_same_score(assignment, instructor_runs, second_runs):
     for nb, first in zip(source_notebooks(assignment), instructor_runs):
-        second = second_runs[nb][0]
+        second = second_runs[nb].first
         assert second.scores == first.scores
         # stdout only (stderr carries library logs with timestamps), object addresses masked; a cell's
         # stdout is joined because how the kernel splits it into stream messages depends on timing

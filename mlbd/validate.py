@@ -185,30 +185,48 @@ def parse_wrong_answers(text: str, origin: str = "<wrong answers>") -> list[Wron
 
 
 def run_wrong_answers(path: Path, wrong: list[WrongAnswer], workdir: Path, timeout: int = 300) -> dict[int, dict]:
-    """``execute_with_wrong_answers``'s outcome per wrong answer."""
-    return execute_with_wrong_answers(path, wrong, workdir, timeout)[1]
+    """``execute_with_answers``'s outcome per wrong answer."""
+    return execute_with_answers(path, wrong, [], workdir, timeout).wrong
 
 
-def execute_with_wrong_answers(path: Path, wrong: list[WrongAnswer], workdir: Path,
-                               timeout: int = 300) -> tuple[Execution, dict[int, dict]]:
-    """Run the instructor notebook top to bottom, then inject each wrong answer into the same warm
-    kernel and run only the tests it should fail.
+@dataclass
+class AnswerRun:
+    """One warm kernel's work on an instructor notebook: a whole scored run, then every known
+    wrong answer and every known right answer tried in place of its solution cell."""
+    first: Execution
+    wrong: dict[int, dict]   # index in the wrong answers -> {"failed": [...], "passed": [...], "setup_error"}
+    right: dict[int, dict]   # index in the right answers -> {"tests": [...], "failed": {id: error}, "setup_error"}
 
-    The first pass is a whole execution, scored as ``execute`` scores it (a second run to compare
-    with, for determinism). For each wrong answer the kernel then runs the wrong code in place of its
-    solution cell, runs the named test cells, records which passed, and re-runs the reference
-    solution cell so that the next wrong answer starts from a correct state.
-    Returns the first pass and ``{index in wrong: {"failed": [...], "passed": [...]}}``.
+
+def execute_with_answers(path: Path, wrong: list[WrongAnswer], right: list["RightAnswer"], workdir: Path,
+                         timeout: int = 300) -> AnswerRun:
+    """Run the instructor notebook top to bottom, then try each known wrong and right answer in the
+    same warm kernel (one execution serves the determinism, wrong-answer and right-answer checks;
+    for TensorFlow notebooks that execution is most of the cost).
+
+    The first pass is a whole execution, scored as ``execute`` scores it. Each wrong answer then
+    runs in place of its solution cell, the test cells it names run, and the reference solution
+    cell runs again so that the next one starts from a correct state. Each right answer goes
+    through the mutation runner's replace-and-test step (``try_in_place``): the reference's names
+    are unbound, the alternative runs, the later cells that use its names are recomputed, every
+    test cell that uses them runs, and the reference is restored.
     """
+    from .mutants.runner import try_in_place   # the mutation runner's replace-and-test step
+
     nb = nbformat.read(str(path), as_version=4)
     cells = {c.metadata.get("nbgrader", {}).get("grade_id"): (i, c) for i, c in enumerate(nb.cells)}
     for w in wrong:
         for gid in [w.solution_id, *w.must_fail]:
             if gid not in cells:
                 raise KeyError(f"wrong answer at line {w.line}: no cell with grade_id {gid!r} in {path.name}")
+    for r in right:
+        if r.solution_id not in cells:
+            raise KeyError(f"right answer at line {r.line}: no cell with grade_id {r.solution_id!r} in {path.name}")
+    reference = copy.deepcopy(nb)   # nbclient writes outputs into the notebook it runs
     workdir.mkdir(parents=True, exist_ok=True)
     client = notebook_client(nb, workdir, timeout)
-    results: dict[int, dict] = {}
+    wrong_results: dict[int, dict] = {}
+    right_results: dict[int, dict] = {}
     start = time.perf_counter()
     with client.setup_kernel(env=kernel_env(), cwd=str(workdir)):
         for i, cell in enumerate(nb.cells):
@@ -225,10 +243,13 @@ def execute_with_wrong_answers(path: Path, wrong: list[WrongAnswer], workdir: Pa
                 probe_test = nbformat.v4.new_code_cell(test_cell.source)
                 client.execute_cell(probe_test, idx)
                 (outcome["failed"] if cell_failed(probe_test) else outcome["passed"]).append(gid)
-            results[n] = outcome
+            wrong_results[n] = outcome
             restore = nbformat.v4.new_code_cell(sol_cell.source)
             client.execute_cell(restore, sol_index)
-    return first, results
+        for n, r in enumerate(right):
+            trial = try_in_place(client, reference, cells[r.solution_id][0], r.code)
+            right_results[n] = {"tests": trial.tests, "failed": trial.failed, "setup_error": trial.cell_error}
+    return AnswerRun(first=first, wrong=wrong_results, right=right_results)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,33 +276,8 @@ def parse_right_answers(text: str, origin: str = "<right answers>") -> list[Righ
 
 
 def run_right_answers(path: Path, right: list[RightAnswer], workdir: Path, timeout: int = 300) -> dict[int, dict]:
-    """Put each right answer in place of its solution cell in one warm kernel and run its tests.
-
-    The kernel first runs every non-test cell of the instructor notebook. For each alternative it
-    unbinds the names the reference cell defined, runs the alternative, recomputes the later cells
-    that use its names, and runs every test cell (hidden parts included) that uses any of them;
-    then it restores the reference. Returns ``{index in right: {"tests": [...], "failed":
-    {test id: error}, "setup_error": ...}}``.
-    """
-    from .mutants.runner import try_in_place   # the mutation runner's replace-and-test step
-
-    nb = nbformat.read(str(path), as_version=4)
-    index = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(nb.cells)}
-    for r in right:
-        if r.solution_id not in index:
-            raise KeyError(f"right answer at line {r.line}: no cell with grade_id {r.solution_id!r} in {path.name}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    # nbclient stores each executed cell back into the notebook it runs: give it a copy.
-    client = notebook_client(copy.deepcopy(nb), workdir, timeout)
-    results: dict[int, dict] = {}
-    with client.setup_kernel(env=kernel_env(), cwd=str(workdir)):
-        for i, cell in enumerate(nb.cells):
-            if cell.cell_type == "code" and kind_of(cell) != "tests":
-                client.execute_cell(copy.deepcopy(cell), i)
-        for n, r in enumerate(right):
-            trial = try_in_place(client, nb, index[r.solution_id], r.code)
-            results[n] = {"tests": trial.tests, "failed": trial.failed, "setup_error": trial.cell_error}
-    return results
+    """``execute_with_answers``'s outcome per right answer."""
+    return execute_with_answers(path, [], right, workdir, timeout).right
 
 
 # ---------------------------------------------------------------------------------------------
