@@ -116,22 +116,10 @@ def blank_runs(assignment, _cache, scratch):
             work.mkdir(parents=True, exist_ok=True)
             target = work / nb.name
             shutil.copy(release_path(nb), target)
-            restore_tests(nb, target)
+            validate.restore_tests(nb, target)
             runs.append(validate.execute(target, work))
         return runs
     return _cached(_cache, ("blank", assignment), make)
-
-
-def restore_tests(source_nb: Path, student_nb: Path) -> None:
-    import nbformat
-
-    src = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nbformat.read(str(source_nb), as_version=4).cells}
-    student = nbformat.read(str(student_nb), as_version=4)
-    for cell in student.cells:
-        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if gid in src and validate.kind_of(cell) == "tests":
-            cell.source = src[gid].source
-    nbformat.write(student, str(student_nb))
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -123,6 +123,18 @@ def test_right_answers_keep_full_marks(assignment, second_runs):
     assert not problems, "correct answers that lose marks (false fails):\n" + "\n".join(problems)
 
 
+def test_variants_hold_for_every_student(assignment, scratch):
+    """An assignment that draws per-student variants (mlbd.variant) is proved for five students'
+    variants: solution full marks, blank zero, every known wrong answer loses marks (issue 16)."""
+    nbs = [nb for nb in source_notebooks(assignment) if validate.uses_variants(nb)]
+    if not nbs:
+        pytest.skip("draws no per-student variant (mlbd.variant)")
+    _, by_solution = _wrong_answers_by_notebook(assignment)
+    problems = [p for nb in nbs for p in validate.prove_variants(nb, release_path(nb), by_solution[nb],
+                                                                 scratch / assignment / "variants" / nb.stem)]
+    assert not problems, "\n".join(problems)
+
+
 def test_release_leaks_nothing(assignment):
     for nb in source_notebooks(assignment):
         found = validate.leaks(nb, release_path(nb))

@@ -24,13 +24,16 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 import pytest
 
+from mlbd import variant
 from mlbd.course import CourseError
 from mlbd.hub import accounts, launcher
 from mlbd.hub.client import HubError, HubUser
+from mlbd.variant import Variants
 
-from hub_support import login, password_for, running_hub
+from hub_support import login, password_for, run_as, running_hub
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hub"),
               pytest.mark.skipif(os.geteuid() != 0, reason="creates Unix accounts: run as root"),
@@ -113,6 +116,15 @@ def test_student_reaches_only_her_own_server(hub):
         assert s1.hub_api("GET", "/users/hv_s1").json()["admin"] is False
         # her own server: yes (the control for the refusals above)
         assert s2.server("GET", "/api/contents").status_code == 200
+        # and it carries her own variant key (mlbd.variant), derived from a secret she cannot read
+        secret_file = Variants().secret_path(hub.course_dir)
+        key = variant.student_key(secret_file.read_bytes().strip(), hub.course_id, "hv_s2")
+        envs = [p.environ() for p in psutil.process_iter(["username", "cmdline"])
+                if p.info["username"] == "hv_s2" and "mlbd.hub.singleuser" in " ".join(p.info["cmdline"] or [])]
+        assert envs and all(e.get(variant.KEY_ENV) == key for e in envs), "hv_s2's server lacks her variant key"
+        assert key != variant.student_key(secret_file.read_bytes().strip(), hub.course_id, "hv_s1")
+        assert "secret" not in run_as("hv_s2", "import sys\ntry:\n    open(sys.argv[1]).read(); print('secret')\n"
+                                      "except OSError:\n    print('refused')", hub, str(secret_file)).stdout
     finally:
         s2.stop_server()
 

@@ -14,6 +14,7 @@ from mlbd.formgrader import CONFIG_DIR as FORMGRADER_CONFIG
 from mlbd.hub import accounts, formgrader_service, profiles
 from mlbd.hub.runas import grader_env
 from mlbd.hub.settings import HubSettings
+from mlbd.variant import Variants
 
 c = get_config()  # noqa: F821
 
@@ -110,6 +111,9 @@ c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = 180
 c.Spawner.http_timeout = 180
 c.Spawner.environment = {"LANG": "C.UTF-8"}
+# per-student variants (mlbd.variant): each server gets its user's key, derived from the course copy's secret
+c.CourseSpawner.course_id = s.course_id
+c.CourseSpawner.variant_secret_file = str(Variants().secret_path(s.course_dir))
 if s.home_base:
     c.Spawner.notebook_dir = "~"
 

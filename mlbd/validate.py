@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from . import variant
 from .authoring import kind_of
 from .course import tool_env
 
@@ -31,10 +32,29 @@ NETWORK_PATTERNS = [
 ]
 
 
-def kernel_env() -> dict:
+# Per-student variants (mlbd.variant): the validation suite proves a variant assignment for these
+# students, keyed with a public validation secret (never a course's).
+VARIANT_IDS = ("v01", "v02", "v03", "v04", "v05")
+VALIDATION_SECRET = b"mlbd validation: public, never a course secret"
+VARIANT_CALL = re.compile(r"\bvariant\.(rng|seed)\s*\(")
+
+
+def kernel_env(student: str | None = None) -> dict:
+    """The environment of validation kernels; with ``student``, that student's variant key."""
     env = tool_env({"MLBD_OFFLINE": "1", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0",
                     "TF_CPP_MIN_LOG_LEVEL": "2", "MLBD_FULL_RUN": "0"})
+    for k in (variant.KEY_ENV, variant.STUDENT_ENV):
+        env.pop(k, None)
+    if student:
+        env.update({variant.KEY_ENV: variant.student_key(VALIDATION_SECRET, "validation", student),
+                    variant.STUDENT_ENV: student})
     return env
+
+
+def uses_variants(path: Path) -> bool:
+    """Does the notebook draw from per-student streams (``variant.rng``/``variant.seed``)?"""
+    return any(VARIANT_CALL.search(c.source) for c in nbformat.read(str(path), as_version=4).cells
+               if c.cell_type == "code")
 
 
 def graded_cells(nb) -> dict[str, dict]:
@@ -81,16 +101,17 @@ def notebook_client(nb, workdir: Path, timeout: int) -> NotebookClient:
                           resources={"metadata": {"path": str(workdir)}})
 
 
-def execute(path: Path, workdir: Path, timeout: int = 300) -> Execution:
+def execute(path: Path, workdir: Path, timeout: int = 300, student: str | None = None) -> Execution:
     """Run a notebook top to bottom in a fresh kernel (errors recorded, not raised) and score it.
 
-    ``workdir`` becomes the kernel's working directory, so files a notebook writes stay there.
+    ``workdir`` becomes the kernel's working directory, so files a notebook writes stay there;
+    ``student``: draw that student's variant (``VARIANT_IDS``), not the default one.
     """
     nb = nbformat.read(str(path), as_version=4)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     client = notebook_client(nb, workdir, timeout)
-    client.execute(env=kernel_env(), cwd=str(workdir))
+    client.execute(env=kernel_env(student), cwd=str(workdir))
     return scored(nb, time.perf_counter() - start)
 
 
@@ -199,7 +220,7 @@ class AnswerRun:
 
 
 def execute_with_answers(path: Path, wrong: list[WrongAnswer], right: list["RightAnswer"], workdir: Path,
-                         timeout: int = 300) -> AnswerRun:
+                         timeout: int = 300, student: str | None = None) -> AnswerRun:
     """Run the instructor notebook top to bottom, then try each known wrong and right answer in the
     same warm kernel (one execution serves the determinism, wrong-answer and right-answer checks;
     for TensorFlow notebooks that execution is most of the cost).
@@ -228,7 +249,7 @@ def execute_with_answers(path: Path, wrong: list[WrongAnswer], right: list["Righ
     wrong_results: dict[int, dict] = {}
     right_results: dict[int, dict] = {}
     start = time.perf_counter()
-    with client.setup_kernel(env=kernel_env(), cwd=str(workdir)):
+    with client.setup_kernel(env=kernel_env(student), cwd=str(workdir)):
         for i, cell in enumerate(nb.cells):
             if cell.cell_type == "code":
                 client.execute_cell(cell, i)
@@ -250,6 +271,42 @@ def execute_with_answers(path: Path, wrong: list[WrongAnswer], right: list["Righ
             trial = try_in_place(client, reference, cells[r.solution_id][0], r.code)
             right_results[n] = {"tests": trial.tests, "failed": trial.failed, "setup_error": trial.cell_error}
     return AnswerRun(first=first, wrong=wrong_results, right=right_results)
+
+
+def restore_tests(source_nb: Path, student_nb: Path) -> None:
+    """Put the instructor version's test cells (hidden parts included) back into a student
+    notebook, as the autograder does, so that a blank release is judged by every test."""
+    src = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nbformat.read(str(source_nb), as_version=4).cells}
+    student = nbformat.read(str(student_nb), as_version=4)
+    for cell in student.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in src and kind_of(cell) == "tests":
+            cell.source = src[gid].source
+    nbformat.write(student, str(student_nb))
+
+
+def prove_variants(source_nb: Path, release_nb: Path, wrong: list[WrongAnswer], workdir: Path,
+                   students: tuple[str, ...] = VARIANT_IDS, timeout: int = 300) -> list[str]:
+    """For each student's variant: the solution keeps full marks, every known wrong answer loses
+    marks, and the blank release scores zero. Returns what does not hold."""
+    import shutil
+
+    problems = []
+    for student in students:
+        run = execute_with_answers(source_nb, wrong, [], workdir / student / "solution", timeout, student)
+        if run.first.score != run.first.max_score:
+            problems.append(f"{student}: the solution loses marks: {run.first.errors}")
+        problems += [f"{student}: wrong answer at line {w.line} ({w.description}) keeps {run.wrong[n]['passed']}"
+                     for n, w in enumerate(wrong) if run.wrong[n]["passed"]]
+        blank_dir = workdir / student / "blank"
+        blank_dir.mkdir(parents=True, exist_ok=True)
+        blank = blank_dir / source_nb.name
+        shutil.copy(release_nb, blank)
+        restore_tests(source_nb, blank)
+        vacuous = [gid for gid, pts in execute(blank, blank_dir, timeout, student).scores.items() if pts > 0]
+        if vacuous:
+            problems.append(f"{student}: tests that pass on the blank release: {vacuous}")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,9 +29,11 @@ import psutil
 import zmq
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
+from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute
 from traitlets import Instance
 
+from ..variant import Variants
 from . import boxfs, cgroups, seccomp, zygote
 from .outputs import BoundedOutputs
 from .sandbox import Sandbox, copy_inputs
@@ -364,11 +366,22 @@ class SandboxedExecute(BoundedOutputs, Execute):
         self.timeout = self._box.cell_timeout(assignment, self._configured_timeout)
         return self._box
 
+    def use_student(self, student: str | None) -> None:
+        """The kernel draws ``student``'s variant (``mlbd.variant``), as in ``mlbd grade``."""
+        if not student:
+            return
+        cd = CourseDirectory(config=self.config)
+        extra = Variants(config=self.config).kernel_env(cd.root, cd.course_id, student)
+        if extra:
+            self._box.env = {**self._box.env, **extra}
+
     def _check_assign_resources(self, resources):
         # nbconvert's preprocess re-runs NotebookClient.__init__ (every trait back to its configured
-        # value), then calls this: the one place to apply the assignment's limits.
+        # value), then calls this: the one place to apply the assignment's limits and the student.
         super()._check_assign_resources(resources)
-        self.use_assignment(((resources or {}).get("nbgrader") or {}).get("assignment"))
+        info = (resources or {}).get("nbgrader") or {}
+        self.use_assignment(info.get("assignment"))
+        self.use_student(info.get("student"))
 
     def create_kernel_manager(self):
         km = super().create_kernel_manager()

@@ -28,6 +28,7 @@ from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from ..course import CourseError
+from ..variant import Variants
 from . import boxfs, executors, prepare, score
 from .engines import shared_engines
 from .execute import execute_job
@@ -218,8 +219,16 @@ class GradingRun:
         flight.job = Job(student, self.assignment,
                          [JobNotebook(nb.name, nbformat.writes(nb.notebook),
                                       nb.notebook.metadata.get("kernelspec", {}).get("name", "python3")) for nb in runnable],
-                         files, self.sandbox_cfg, self.timeout)
+                         files, self.job_config(student), self.timeout)
         self.pending[pool.submit(execute_job, flight.job)] = flight
+
+    def job_config(self, student: str) -> dict:
+        """The assignment's sandbox settings plus this student's variant key in the kernel's
+        environment (``mlbd.variant``): the trusted side decides whose variant is graded."""
+        box = dict(self.sandbox_cfg["Sandbox"])
+        box["env"] = {**dict(box.get("env") or {}),
+                      **Variants(config=self.cfg).kernel_env(self.cd.root, self.cd.course_id, student)}
+        return {**self.sandbox_cfg, "Sandbox": box}
 
     def collect(self, pool, block: bool) -> None:
         if not self.pending:

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from ..course import CourseError, assignments
+from ..variant import Variants
 from . import accounts
 from .course_steps import release
 from .exchange import config_lines
@@ -163,6 +164,7 @@ def sync_course(s: HubSettings) -> None:
             shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*SKIP_PARTS))
     for folder in ("submitted", "autograded", "feedback"):
         (s.course_dir / folder).mkdir(exist_ok=True)
+    Variants().secret(s.course_dir)   # per-student variant keys: the hub's spawner and the graders read it
     accounts.chown_tree(s.course_dir, grader)
     log(("created" if fresh else "refreshed") + f" the course copy {s.course_dir} (owner {grader}, 0700)")
 

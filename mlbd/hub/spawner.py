@@ -14,6 +14,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import Bool, Dict, Integer, List, Tuple, Unicode
 
+from mlbd import variant
 from mlbd.grading import cgroups
 
 from . import profiles as prof
@@ -53,6 +54,11 @@ class CourseSpawner(LocalProcessSpawner):
     enforce_limits = Bool(True, help="run each server in a cgroup with its profile's limits; when the host "
                                      "has no writable cgroup hierarchy the server does not start").tag(config=True)
     cgroup_dirs = List(Unicode(), help="the running server's cgroup directories (kept across hub restarts)")
+    course_id = Unicode("", help="the course whose variant keys the servers get (mlbd.variant)").tag(config=True)
+    variant_secret_file = Unicode(
+        "", help="the course's variant secret (c.Variants.secret_file of the course copy, absolute): each "
+                 "server gets its user's own key in MLBD_VARIANT_KEY, never the secret; empty: the default "
+                 "variant for everyone").tag(config=True)
     _handed_out: ClassVar[set[int]] = set()  # ports given to servers of this hub process that run or start
 
     def _options_form_default(self):
@@ -112,7 +118,20 @@ class CourseSpawner(LocalProcessSpawner):
                 env["CUDA_VISIBLE_DEVICES"] = ""
         env.setdefault("MPLBACKEND", "Agg")
         env.setdefault("MLBD_OFFLINE", "1")
+        env.update(self.variant_env())
         return env
+
+    def variant_env(self) -> dict[str, str]:
+        """This user's variant key (the key ``mlbd grade`` gives their submission's kernel)."""
+        if not self.variant_secret_file:
+            return {}
+        try:
+            secret = Path(self.variant_secret_file).read_bytes().strip()
+        except OSError as exc:
+            self.log.warning("no variant key for %s (%s): the default variant", self.user.name, exc)
+            return {}
+        return {variant.KEY_ENV: variant.student_key(secret, self.course_id, self.user.name),
+                variant.STUDENT_ENV: self.user.name}
 
     def pick_port(self) -> int:
         """A port no other server of this hub has or is being given. JupyterHub's own choice
