@@ -19,6 +19,7 @@ import pytest
 from mlbd.course import nbgrader, tool_env
 from mlbd.grading import workload as w
 from mlbd.grading.execute import execute_job
+from mlbd.grading.protocol import Job
 
 from conftest import _cached
 
@@ -228,8 +229,8 @@ except OSError:
 print("pids", len([p for p in os.listdir("/proc") if p.isdigit()]))
 """
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-    out = execute_job({"notebook": nbformat.writes(nb), "config": {"Sandbox": {"memory_mb": 256}}, "timeout": 60})
-    text = "".join(o.get("text", "") for o in nbformat.reads(out["notebook"], 4).cells[0].outputs)
+    (out,) = execute_job(Job.one(nbformat.writes(nb), {"Sandbox": {"memory_mb": 256}}, 60)).notebooks
+    text = "".join(o.get("text", "") for o in nbformat.reads(out.notebook, 4).cells[0].outputs)
     assert "uid 65534 65534" in text and "cwd_writable True root_writable False" in text, text
     assert "secret hidden" in text and "no network" in text and "SECRET_VISIBLE" not in text
     assert int(text.split("pids")[1].split()[0]) <= 4     # own pid namespace: bwrap init + kernel
@@ -244,12 +245,12 @@ def test_grader_failures_are_marked_by_the_grader_not_named(tmp_path):
               "raise CellTimeoutError('the cell ran longer than 3 s')")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in (forged, "import time\ntime.sleep(60)",
                                                                                 "print('after')")])
-    out = execute_job({"notebook": nbformat.writes(nb), "config": {"Sandbox": {"memory_mb": 256}}, "timeout": 3})
-    cells = nbformat.reads(out["notebook"], 4).cells
+    (out,) = execute_job(Job.one(nbformat.writes(nb), {"Sandbox": {"memory_mb": 256}}, 3)).notebooks
+    cells = nbformat.reads(out.notebook, 4).cells
     assert [o.get("ename") for o in cells[0].outputs] == ["CellTimeoutError"] and grader_error(cells[0]) is None
     assert grader_error(cells[1]) == {"kind": "timeout", "message": "the cell ran longer than 3 s"}
     assert "after" in cells[2].outputs[0]["text"] and grader_error(cells[2]) is None
-    assert [n for n in out["notes"] if "interrupted" in n] == ["a cell at the top: the cell ran longer than 3 s and was interrupted"]
+    assert [n for n in out.notes if "interrupted" in n] == ["a cell at the top: the cell ran longer than 3 s and was interrupted"]
 
 
 def test_plain_nbgrader_autograde_is_sandboxed(graded, tmp_path):

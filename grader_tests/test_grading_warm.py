@@ -13,6 +13,7 @@ import pytest
 
 from mlbd.grading import zygote
 from mlbd.grading.execute import execute_job
+from mlbd.grading.protocol import Job, NotebookOutcome
 from mlbd.grading.sandbox import Sandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading-warm")]
@@ -20,10 +21,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading-warm")]
 CFG = {"Sandbox": {"memory_mb": 512}}
 
 
-def run(*sources: str, config: dict | None = None, timeout: int = 60) -> tuple[list[str], dict]:
+def run(*sources: str, config: dict | None = None, timeout: int = 60) -> tuple[list[str], NotebookOutcome]:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
-    out = execute_job({"id": "t", "notebook": nbformat.writes(nb), "config": config or CFG, "timeout": timeout})
-    cells = nbformat.reads(out["notebook"], 4).cells
+    (out,) = execute_job(Job.one(nbformat.writes(nb), config or CFG, timeout)).notebooks
+    cells = nbformat.reads(out.notebook, 4).cells
     texts = ["".join(o.get("text", "") + (f"{o.get('ename')}: {o.get('evalue')}" if o.get("output_type") == "error" else "")
                      for o in c.outputs) for c in cells]
     return texts, out
@@ -70,7 +71,7 @@ def test_a_submission_cannot_reach_the_next_one():
     planted, out1 = run(PLANT)
     assert "planted" in planted[0], planted
     probe, out2 = run(PROBE)
-    assert out1["warm"] == [True] and out2["warm"] == [True], (out1, out2)
+    assert out1.warm == [True] and out2.warm == [True], (out1, out2)
     text = probe[0]
     assert "uid 65534 65534 65534" in text, text
     assert "caps ['0000000000000000', '0000000000000000', '0000000000000000'] nnp 1" in text, text
@@ -86,7 +87,7 @@ def test_same_output_as_a_cold_kernel():
            "print(LogisticRegression().fit(X, y).coef_.round(6).tolist(), [p for p in sys.path if 'mlbd-' not in p])")
     warm, w_out = run(src)
     cold, c_out = run(src, config={"Sandbox": dict(CFG["Sandbox"], warm_kernels=False)})
-    assert w_out["warm"] == [True] and c_out["warm"] == [False]
+    assert w_out.warm == [True] and c_out.warm == [False]
     assert warm == cold and "''" in warm[0], (warm, cold)
 
 
@@ -100,11 +101,11 @@ def test_unseeded_randomness_differs_between_kernels():
 def test_cpu_limit_is_named_and_the_zygote_survives():
     texts, out = run("x = 1", "while True:\n    pass", "print('after', x)",
                      config={"Sandbox": dict(CFG["Sandbox"], cpu_seconds=2)}, timeout=60)
-    assert out["warm"][0] is True
-    assert any("CPU time limit of 2 s" in n for n in out["notes"]), out["notes"]
+    assert out.warm[0] is True
+    assert any("CPU time limit of 2 s" in n for n in out.notes), out.notes
     assert "after 1" in texts[2], texts                       # replayed in a fresh warm kernel
     ok, again = run("print('still warm')", config={"Sandbox": dict(CFG["Sandbox"], cpu_seconds=2)})
-    assert again["warm"] == [True] and "still warm" in ok[0]
+    assert again.warm == [True] and "still warm" in ok[0]
 
 
 def test_a_dead_zygote_is_replaced():
@@ -113,7 +114,7 @@ def test_a_dead_zygote_is_replaced():
     os.kill(z.host_pid, signal.SIGKILL)
     z.proc.wait(10)
     texts, out = run("print('fresh')")
-    assert out["warm"] == [True] and "fresh" in texts[0]
+    assert out.warm == [True] and "fresh" in texts[0]
     assert zygote.for_sandbox(Sandbox(config=_cfg())) is not z
 
 

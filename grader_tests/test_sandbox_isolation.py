@@ -22,6 +22,7 @@ import pytest
 from mlbd.grading import execute
 from mlbd.grading.execute import execute_job
 from mlbd.grading.kernel import SandboxedKernelManager
+from mlbd.grading.protocol import Job, JobOutcome
 from mlbd.grading.sandbox import Sandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading-warm"),
@@ -30,11 +31,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading-warm"),
 CFG = {"Sandbox": {"memory_mb": 768, "disk_mb": 256}}
 
 
-def run(*sources: str, config: dict | None = None, files: dict | None = None, timeout: int = 120) -> tuple[list[str], dict]:
+def run(*sources: str, config: dict | None = None, files: dict | None = None, timeout: int = 120) -> tuple[list[str], JobOutcome]:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
-    out = execute_job({"id": "t", "notebook": nbformat.writes(nb), "config": config or CFG, "timeout": timeout,
-                       "files": files or {}})
-    cells = nbformat.reads(out["notebook"], 4).cells
+    out = execute_job(Job.one(nbformat.writes(nb), config or CFG, timeout, files))
+    (nbo,) = out.notebooks
+    if nbo.crash_kind == "watchdog":
+        raise execute.WatchdogTimeout(nbo.crash)
+    cells = nbformat.reads(nbo.notebook, 4).cells
     texts = ["".join(o.get("text", "") + (f"{o.get('ename')}: {o.get('evalue')}" if o.get("output_type") == "error" else "")
                      for o in c.outputs) for c in cells]
     return texts, out
@@ -93,9 +96,9 @@ def test_many_small_files_stop_at_the_disk_quota():
     assert "stopped" in texts[0] and " 28" in texts[0], texts        # ENOSPC
     wrote = int(texts[0].split("wrote ")[1].split()[0])
     assert 20 <= wrote <= 26, texts                                  # 256 MiB of 10 MB files
-    assert any("disk limit of 256 MiB" in n for n in out["notes"]), out["notes"]
+    assert any("disk limit of 256 MiB" in n for n in out.notebooks[0].notes), out.notebooks[0].notes
     assert grown < 150 * 2**20, grown                                # never on the host disk
-    assert sum(map(len, out["files"].values())) <= Sandbox().side_effect_mb * 2**20
+    assert sum(map(len, out.files.values())) <= Sandbox().side_effect_mb * 2**20
 
 
 PLANT = r'''
@@ -124,8 +127,8 @@ def test_links_and_fifos_in_the_box_neither_block_nor_are_followed(warm):
     texts, out = run(PLANT, config=cfg, files={"data.csv": b"given"})
     assert time.monotonic() - start < 60
     assert "refused" in texts[0].split("kernel.log")[1].split("\n")[0] or "planted" not in texts[0].split("kernel.log")[0], texts
-    assert out["files"] == {"result.csv": b"a,b\n1,2\n", "plots/p.txt": b"plot"}, sorted(out["files"])
-    assert any("fifo (not a regular file)" in n and "passwd (not a regular file)" in n for n in out["notes"]), out["notes"]
+    assert out.files == {"result.csv": b"a,b\n1,2\n", "plots/p.txt": b"plot"}, sorted(out.files)
+    assert any("fifo (not a regular file)" in n and "passwd (not a regular file)" in n for n in out.notebooks[0].notes), out.notebooks[0].notes
 
 
 def test_the_grader_reads_no_fifo_even_when_the_kernel_owns_the_folder(tmp_path):
@@ -210,15 +213,17 @@ def test_concurrent_kernels_on_one_dask_worker_cannot_signal_each_other():
             jobs = []
             for i, src in enumerate((HONEST, KILLER)):
                 nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src)])
-                jobs.append({"id": f"j{i}", "notebook": nbformat.writes(nb), "config": CFG, "timeout": 120})
+                jobs.append(Job.one(nbformat.writes(nb), CFG, 120))
             futures = [client.submit(execute_job, j, pure=False) for j in jobs]
-            honest, killer = client.gather(futures)
+            (honest_job, killer_job) = client.gather(futures)
     finally:
         cluster.close()
-    assert honest["worker_pid"] == killer["worker_pid"] and honest["warm"] == [True] == killer["warm"]
-    out = lambda r: "".join(o.get("text", "") for o in nbformat.reads(r["notebook"], 4).cells[0].outputs)  # noqa: E731
-    assert "honest done 66" in out(honest), honest["notes"]
-    assert honest["restarts"] == 0, honest["notes"]
+    assert honest_job.worker_pid == killer_job.worker_pid
+    (honest,), (killer,) = honest_job.notebooks, killer_job.notebooks
+    assert honest.warm == [True] == killer.warm
+    out = lambda r: "".join(o.get("text", "") for o in nbformat.reads(r.notebook, 4).cells[0].outputs)  # noqa: E731
+    assert "honest done 66" in out(honest), honest.notes
+    assert honest.restarts == 0, honest.notes
     text = out(killer)
     # its own pid namespace: itself (pid 2) and the namespace's root-owned init, nothing else
     assert "pid 2 visible [1, 2] others []" in text and "kill -1 3" in text, text

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import os
 import shutil
 import tempfile
@@ -216,16 +215,11 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
                            truncated=sorted(client.truncated))
 
 
-def execute_job(job: Job | dict) -> JobOutcome | dict:
+def execute_job(job: Job) -> JobOutcome:
     """Run a submission's notebooks one after another in one work dir, so that a file one notebook
     writes is there for the next (as with nbgrader autograde). Never raises for anything the
-    student's code does; a notebook the watchdog abandoned comes back with ``crash``.
-
-    A dict is one notebook in the older wire form (``notebook`` JSON, ``files``, ``config``,
-    ``kernel_name``, ``timeout``): the answer is then a dict of ``NotebookOutcome``'s fields plus
-    ``files`` and ``worker_pid``, and the watchdog raises ``WatchdogTimeout``."""
-    if isinstance(job, dict):
-        return _execute_dict(job)
+    student's code does; a notebook the watchdog abandoned comes back with ``crash_kind``
+    ``watchdog``."""
     start = time.perf_counter()
     cfg = Config(job.config or {})
     sandbox = Sandbox(config=cfg)
@@ -243,16 +237,6 @@ def execute_job(job: Job | dict) -> JobOutcome | dict:
         shutil.rmtree(workdir, ignore_errors=True)
     out.seconds = time.perf_counter() - start
     return out
-
-
-def _execute_dict(job: dict) -> dict:
-    one = Job("", "", [JobNotebook("notebook", job["notebook"], job.get("kernel_name") or "python3")],
-              dict(job.get("files") or {}), job.get("config") or {}, job.get("timeout"))
-    done = execute_job(one)
-    (nbo,) = done.notebooks
-    if nbo.crash_kind == "watchdog":
-        raise WatchdogTimeout(nbo.crash)
-    return {**dataclasses.asdict(nbo), "files": done.files, "worker_pid": done.worker_pid, "id": job.get("id")}
 
 
 def _execute_notebook(spec: JobNotebook, cfg: Config, sandbox: Sandbox, workdir: str, timeout: int | None

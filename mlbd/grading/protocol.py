@@ -96,6 +96,12 @@ class Job:
     def id(self) -> str:
         return f"{self.student}/{self.assignment}"
 
+    @classmethod
+    def one(cls, notebook: str, config: dict, timeout: int | None = None, files: dict[str, bytes] | None = None,
+            kernel_name: str = "python3") -> "Job":
+        """A job of one notebook (nbformat JSON) outside any course: sandbox tests, benchmarks."""
+        return cls("-", "-", [JobNotebook("notebook", notebook, kernel_name)], dict(files or {}), config, timeout)
+
 
 @dataclass
 class NotebookOutcome:
