@@ -266,3 +266,41 @@ def test_forged_grader_marks_are_stripped_from_submissions():
     nb = nbformat.v4.new_notebook(cells=[cell])
     _, forged = prepare.repair_metadata(nb)
     assert forged and protocol.grader_error(nb.cells[0]) is None
+
+
+def test_prepare_stages_are_configurable_preprocessors(tmp_path):
+    """mlbd grade's trusted steps are nbgrader-style Preprocessors: listed in config by import
+    name, settings as traits, findings recorded on the NotebookJob in resources."""
+    from traitlets.config import Config
+    cfg = Config()
+    cfg.PrepareSubmission.preprocessors = ["mlbd.grading.prepare.RepairMetadata", "mlbd.grading.prepare.RejectUnanswered",
+                                           "mlbd.grading.prepare.InsertIntegrityChecks"]
+    stages = prepare.PrepareSubmission(config=cfg).stages()
+    assert [type(s).__name__ for s in stages] == ["RepairMetadata", "RejectUnanswered", "InsertIntegrityChecks"]
+    release = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("def f(x):\n    raise NotImplementedError"),
+                                              _test_cell()])
+    nbformat.write(release, str(tmp_path / "nb.ipynb"))
+
+    def run(nb, stages):
+        job = prepare.NotebookJob("nb")
+        res = {"nbgrader": {"notebook": "nb"}, "mlbd": {"job": job, "release": tmp_path, "seed": 1}}
+        for stage in stages:
+            nb, res = stage.preprocess(nb, res)
+        return nb, job
+
+    as_released = nbformat.reads(nbformat.writes(release), 4)
+    as_released.cells[0].metadata["mlbd"] = {"probe": "last"}      # forged grader metadata
+    with pytest.raises(prepare.GradeAsBlank, match="no answers"):
+        run(as_released, stages)
+    answered = nbformat.reads(nbformat.writes(release), 4)
+    answered.cells[0].source = "def f(x):\n    return x * x"
+    answered.cells[0].metadata["mlbd"] = {"probe": "last"}
+    nb, job = run(answered, stages)
+    assert any("mlbd" in f for f in job.flags), job.flags
+    assert sum(integrity.is_check(c) for c in nb.cells) == 3, "two probes and one canary inserted"
+    cfg.RejectUnanswered.enabled = False            # a trait, read the same way as nbgrader's
+    nb, _ = run(nbformat.reads(nbformat.writes(release), 4), prepare.PrepareSubmission(config=cfg).stages())
+    assert sum(integrity.is_check(c) for c in nb.cells) == 3
+    assert prepare.Sanitize(config=cfg)._restore() is True
+    cfg.OverwriteCells.add_missing_cells = False    # nbgrader's own setting wins over the default
+    assert prepare.Sanitize(config=cfg)._restore() is False

@@ -209,3 +209,22 @@ def test_validation_proves_a_variant_assignment_for_five_students(tmp_path):
     copied = validate.parse_wrong_answers(f"%% wrong mean -> t_mean : v01's mean typed in\nanswer = {v01_mean}\n")
     problems = validate.prove_variants(source, release, copied, tmp_path / "copied")
     assert [p.split(":")[0] for p in problems] == ["v01"], problems
+
+
+@pytest.mark.unit
+def test_a_students_key_reaches_their_kernel_but_never_the_shared_zygote(tmp_path):
+    """The key travels as the job's Sandbox.job_env: every student's kernels fork from the same
+    zygote (one per worker; a zygote per student would be a process and ~200 MB each), and the
+    zygote itself never holds a student's key."""
+    from traitlets.config import Config
+
+    from mlbd.grading import zygote
+    from mlbd.grading.sandbox import Sandbox
+    boxes = {}
+    for student in ("alice", "bob"):
+        c = Config({"Sandbox": {"memory_mb": 512, "job_env": Variants().kernel_env(tmp_path, "mlbd", student)}})
+        boxes[student] = Sandbox(config=c)
+    assert zygote._key(boxes["alice"]) == zygote._key(boxes["bob"])
+    alice = boxes["alice"].kernel_env(None, str(tmp_path))
+    assert alice[variant.KEY_ENV] == variant.student_key(Variants().secret(tmp_path), "mlbd", "alice")
+    assert variant.KEY_ENV not in boxes["alice"].kernel_env(None, str(tmp_path), job=False)

@@ -371,9 +371,7 @@ class SandboxedExecute(BoundedOutputs, Execute):
         if not student:
             return
         cd = CourseDirectory(config=self.config)
-        extra = Variants(config=self.config).kernel_env(cd.root, cd.course_id, student)
-        if extra:
-            self._box.env = {**self._box.env, **extra}
+        self._box.job_env = Variants(config=self.config).kernel_env(cd.root, cd.course_id, student)
 
     def _check_assign_resources(self, resources):
         # nbconvert's preprocess re-runs NotebookClient.__init__ (every trait back to its configured

@@ -226,8 +226,7 @@ class GradingRun:
         """The assignment's sandbox settings plus this student's variant key in the kernel's
         environment (``mlbd.variant``): the trusted side decides whose variant is graded."""
         box = dict(self.sandbox_cfg["Sandbox"])
-        box["env"] = {**dict(box.get("env") or {}),
-                      **Variants(config=self.cfg).kernel_env(self.cd.root, self.cd.course_id, student)}
+        box["job_env"] = Variants(config=self.cfg).kernel_env(self.cd.root, self.cd.course_id, student)
         return {**self.sandbox_cfg, "Sandbox": box}
 
     def collect(self, pool, block: bool) -> None:

@@ -1,6 +1,7 @@
 """Prepare (trusted, reads the gradebook, writes nothing): submission → jobs for the sandbox.
 
-For each notebook of the assignment (as the gradebook knows it) this runs nbgrader's own
+The steps are nbgrader-style preprocessors (``PrepareSubmission.preprocessors``, each a
+``PrepareStage``). For each notebook of the assignment (as the gradebook knows it) they run nbgrader's own
 sanitize steps (clear outputs, de-duplicate ids, restore the kernelspec, restore every locked and
 test cell and its points from the gradebook, check metadata), records what the student changed
 that should not change, scans the student's cells for known hooks and inserts the integrity
@@ -23,7 +24,9 @@ from nbformat.validator import iter_validate
 from nbgrader import utils as nbg_utils
 from nbgrader.api import Gradebook
 from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec
-from traitlets import Bool
+from traitlets import Bool, List
+from traitlets.config import LoggingConfigurable
+from traitlets.utils.importstring import import_item
 
 from . import integrity, score
 
@@ -286,13 +289,110 @@ def _restore_missing(nb, resources, ow: OverwriteCells) -> None:
             nb.cells.insert(max(before) + 1 if before else len(nb.cells), cell)
 
 
-def _sanitize(nb, resources, cfg) -> nbformat.NotebookNode:
+class GradeAsBlank(Exception):
+    """Raised by a stage: this notebook is not executed; the released blank version is scored
+    instead, with the exception's message."""
+
+
+class PrepareStage(Preprocessor):
+    """One stage of preparing a submitted notebook, as nbgrader's preprocessors are: a notebook
+    and ``resources`` in, both out, settings as traits. What a stage finds goes into the
+    ``NotebookJob`` at ``resources["mlbd"]["job"]``: ``errors`` (grading problems, which the
+    student reads too) and ``flags`` (integrity findings, for review)."""
+
+    @staticmethod
+    def job(resources) -> NotebookJob:
+        return resources["mlbd"]["job"]
+
+
+class RepairMetadata(PrepareStage):
+    """Take the grader's own ``mlbd`` key off every submitted cell (flagged) and repair the cell
+    metadata a student's editor broke (a bad tag or id costs only its cell)."""
+
+    def preprocess(self, nb, resources):
+        repaired, forged = repair_metadata(nb)
+        name = resources["nbgrader"]["notebook"]
+        self.job(resources).errors.extend(f"{name}: {r}" for r in repaired)
+        self.job(resources).flags.extend(f"{name}: {f}" for f in forged)
+        return nb, resources
+
+
+class RejectUnanswered(PrepareStage):
+    """A notebook in which every cell is empty or as released is graded 0 without running, with
+    one note and no integrity flags."""
+    enabled = Bool(True, help="grade unanswered notebooks 0 without executing them").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        name = resources["nbgrader"]["notebook"]
+        if self.enabled and unanswered(nb, resources["mlbd"]["release"] / f"{name}.ipynb"):
+            raise GradeAsBlank(f"{name}.ipynb has no answers (every cell is empty or as released): graded 0")
+        return nb, resources
+
+
+class TrustTheGradebook(PrepareStage):
+    """Graded cells' nbgrader metadata as the gradebook has it; every difference the student made
+    (points, kinds, ids, deleted tests) is flagged."""
+
+    def preprocess(self, nb, resources):
+        name, gb_cells = resources["nbgrader"]["notebook"], resources["mlbd"]["gradebook_cells"]
+        self.job(resources).flags.extend(f"{name}: cell metadata edited: {c}" for c in metadata_changes(nb, gb_cells))
+        self.job(resources).flags.extend(f"{name}: {f}" for f in _trusted_nbgrader(nb, gb_cells))
+        return nb, resources
+
+
+class Sanitize(PrepareStage):
+    """nbgrader's own steps: clear outputs, de-duplicate ids, restore the kernelspec, overwrite
+    locked and test cells from the gradebook, put back deleted graded cells (after the nearest
+    earlier cell present), check the metadata. A notebook these steps reject is graded blank."""
+    restore_missing = Bool(True, help="put back graded and task cells a submission deleted (nbgrader's "
+                                      "OverwriteCells.add_missing_cells, which this follows when set)").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        try:
+            return sanitize(nb, resources, self.config, self._restore()), resources
+        except Exception as exc:  # noqa: BLE001
+            raise GradeAsBlank(f"{resources['nbgrader']['notebook']}.ipynb could not be checked against the "
+                               f"assignment: {type(exc).__name__}: {exc}"[:300]) from exc
+
+    def _restore(self) -> bool:
+        nbg = self.config.get("OverwriteCells", {})
+        return bool(nbg["add_missing_cells"]) if "add_missing_cells" in nbg else self.restore_missing
+
+
+class ScanForHooks(PrepareStage):
+    """Flag the student's code that reaches for the grading machinery (known hooks)."""
+
+    def preprocess(self, nb, resources):
+        name = resources["nbgrader"]["notebook"]
+        self.job(resources).flags.extend(f"{name}: {f}" for f in integrity.static_scan(nb))
+        return nb, resources
+
+
+class InsertIntegrityChecks(PrepareStage):
+    """Probes first and last and a canary beside every autograded test cell
+    (``integrity.add_checks``); the seed is mixed with a secret."""
+
+    def preprocess(self, nb, resources):
+        return integrity.add_checks(nb, resources["mlbd"]["seed"]), resources
+
+
+class PrepareSubmission(LoggingConfigurable):
+    """The trusted steps between a submitted notebook and the sandbox (``mlbd grade``)."""
+    preprocessors = List([RepairMetadata, RejectUnanswered, TrustTheGradebook, Sanitize, ScanForHooks,
+                          InsertIntegrityChecks],
+                         help="the stages, in order (nbgrader Preprocessor classes or their import names)").tag(config=True)
+
+    def stages(self) -> list[Preprocessor]:
+        return [(import_item(c) if isinstance(c, str) else c)(parent=self, config=self.config)
+                for c in self.preprocessors]
+
+
+def sanitize(nb, resources, cfg, restore: bool = True) -> nbformat.NotebookNode:
     for cls in (ClearOutput, DeduplicateIds, OverwriteKernelspec):
         nb, resources = cls(config=cfg).preprocess(nb, resources)
     _drop_empty_nbgrader(nb)              # nbgrader's own later steps trip over an empty {} (KeyError)
     ow = OverwriteCells(config=cfg)
     # deleted test cells come back instead of silently scoring nothing, unless a course says otherwise
-    restore = cfg.get("OverwriteCells", {}).get("add_missing_cells", True)
     ow.add_missing_cells = False
     nb, resources = ow.preprocess(nb, resources)
     if restore:
@@ -306,7 +406,7 @@ def _blank(release: Path, resources, cfg, message: str) -> nbformat.NotebookNode
     """The released notebook, sanitized, every test failing with ``message``; None without a release."""
     if not release.is_file():
         return None
-    nb = _sanitize(nbformat.read(str(release), as_version=4), resources, cfg)
+    nb = sanitize(nbformat.read(str(release), as_version=4), resources, cfg)
     for cell in nb.cells:
         if cell.cell_type == "code" and nbg_utils.is_grade(cell) and not nbg_utils.is_solution(cell):
             score.grader_output(cell, "submission", message)
@@ -314,6 +414,7 @@ def _blank(release: Path, resources, cfg, message: str) -> nbformat.NotebookNode
 
 
 def prepare(coursedir, cfg, gradebook_url: str, assignment: str, student: str, seed: int) -> Submission:
+    """Each notebook of ``student``'s submission through ``PrepareSubmission``'s stages."""
     path = Path(coursedir.format_path(coursedir.submitted_directory, student, assignment))
     sub = Submission(student, assignment, path, submission_digest(path))
     release_dir = Path(coursedir.format_path(coursedir.release_directory, ".", assignment))
@@ -326,10 +427,12 @@ def prepare(coursedir, cfg, gradebook_url: str, assignment: str, student: str, s
     for rel in undeclared_files(coursedir, assignment, student):
         sub.errors.append(f"{rel} is not part of {assignment}'s release: kept for the grader, not available "
                           "to the notebook while it was graded")
+    stages = PrepareSubmission(config=cfg).stages()
     for name in sorted(names):
         job = NotebookJob(name)
         resources = {"nbgrader": {"notebook": name, "assignment": assignment, "student": student,
-                                  "db_url": gradebook_url}}
+                                  "db_url": gradebook_url},
+                     "mlbd": {"job": job, "release": release_dir, "gradebook_cells": gb_cells[name], "seed": seed}}
         nb_path = path / f"{name}.ipynb"
         try:
             nb, why = (None, f"{name}.ipynb is missing from the submission") if not (nb_path.exists() or nb_path.is_symlink()) \
@@ -338,27 +441,18 @@ def prepare(coursedir, cfg, gradebook_url: str, assignment: str, student: str, s
             nb, why = None, f"the file cannot be read: {type(exc).__name__}: {exc}"[:300]
         if nb is not None and why:
             job.errors.append(f"{name}.ipynb: {why}")
-        if nb is not None:
-            repaired, forged = repair_metadata(nb)
-            job.errors += [f"{name}: {r}" for r in repaired]
-            job.flags += [f"{name}: {f}" for f in forged]
-            if unanswered(nb, release_dir / f"{name}.ipynb"):
-                nb, why = None, f"{name}.ipynb has no answers (every cell is empty or as released): graded 0"
-        if nb is not None:
-            job.flags += [f"{name}: cell metadata edited: {c}" for c in metadata_changes(nb, gb_cells[name])]
-            job.flags += [f"{name}: {f}" for f in _trusted_nbgrader(nb, gb_cells[name])]
-            try:
-                nb = _sanitize(nb, resources, cfg)
-            except Exception as exc:  # noqa: BLE001
-                nb, why = None, f"{name}.ipynb could not be checked against the assignment: {type(exc).__name__}: {exc}"[:300]
+        try:
+            for stage in stages if nb is not None else []:
+                nb, resources = stage.preprocess(nb, resources)
+        except GradeAsBlank as exc:
+            nb, why = None, str(exc)
         if nb is None:
             message = why if why.startswith(name) else f"{name}.ipynb: {why}"
             job.errors.append(message if why.endswith("graded 0") else message + "; graded as blank")
             job.notebook = _blank(release_dir / f"{name}.ipynb", resources, cfg, message)
             job.execute = False
         else:
-            job.flags += [f"{name}: {f}" for f in integrity.static_scan(nb)]
-            job.notebook = integrity.add_checks(nb, seed)
+            job.notebook = nb
         sub.notebooks.append(job)
     return sub
 

@@ -60,6 +60,9 @@ class Sandbox(LoggingConfigurable):
     max_restarts = Integer(2, help="kernel deaths survived per notebook (state is replayed)").tag(config=True)
     ro_binds = List(Unicode(), help="extra host paths visible read-only inside the sandbox").tag(config=True)
     env = Dict(help="extra environment variables of the kernel").tag(config=True)
+    job_env = Dict(help="this job's own kernel variables, set by the grader per submission (the student's "
+                        "variant key, mlbd.variant): its kernels get them, the zygote shared by every job "
+                        "does not (one zygote per worker, whatever the students)").tag(config=True)
     env_passthrough = List(Unicode(), DEFAULT_PASSTHROUGH,
                            help="grader environment variables (glob patterns) passed to the kernel").tag(config=True)
     runtime_dir = Unicode("", help="where sandbox boxes are created (short path: ipc socket names are limited)").tag(config=True)
@@ -99,8 +102,9 @@ class Sandbox(LoggingConfigurable):
         return self.overrides(assignment).get("cell_timeout", default)
 
     # -- environment -------------------------------------------------------------------------
-    def kernel_env(self, base: dict | None, home: str | None) -> dict:
-        """The kernel's environment: an allow-list of the grader's, never its secrets."""
+    def kernel_env(self, base: dict | None, home: str | None, job: bool = True) -> dict:
+        """The kernel's environment: an allow-list of the grader's, never its secrets; with
+        ``job``, this job's ``job_env`` too (the zygote's own environment leaves it out)."""
         src = dict(os.environ)
         src.update(base or {})
         env = {k: v for k, v in src.items() if any(fnmatch(k, pat) for pat in self.env_passthrough)}
@@ -123,6 +127,8 @@ class Sandbox(LoggingConfigurable):
             env.update({"HOME": home, "MPLCONFIGDIR": "/tmp/mpl", "XDG_CACHE_HOME": "/tmp/cache",
                         "JUPYTER_RUNTIME_DIR": "/tmp/jupyter", "IPYTHONDIR": "/tmp/ipython"})
         env.update({k: str(v) for k, v in self.env.items()})
+        if job:
+            env.update({k: str(v) for k, v in self.job_env.items()})
         return env
 
     # -- command line ------------------------------------------------------------------------

@@ -154,11 +154,11 @@ class Zygote:
         os.write(filter_fd, seccomp.program())
         os.lseek(filter_fd, 0, os.SEEK_SET)
         if self.boxed:
-            env = sandbox.kernel_env(None, str(self.root))
+            env = sandbox.kernel_env(None, str(self.root), job=False)
             cmd = sandbox.bwrap_args(self.root, self.root, env, seccomp_fd=filter_fd) + main
             popen_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
-            cmd, popen_env = main, sandbox.kernel_env(None, None)
+            cmd, popen_env = main, sandbox.kernel_env(None, None, job=False)
         self._log = open(self.root / "zygote.log", "ab")
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
