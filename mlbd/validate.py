@@ -43,6 +43,11 @@ def kernel_env(student: str | None = None) -> dict:
     """The environment of validation kernels; with ``student``, that student's variant key."""
     env = tool_env({"MLBD_OFFLINE": "1", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0",
                     "TF_CPP_MIN_LOG_LEVEL": "2", "MLBD_FULL_RUN": "0"})
+    # one thread per kernel, as the grading sandbox runs them (Sandbox.threads): the same numbers
+    # as grading, and no oversubscription while the test workers run kernels side by side
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        env.setdefault(var, "1")
     for k in (variant.KEY_ENV, variant.STUDENT_ENV):
         env.pop(k, None)
     if student:
