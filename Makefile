@@ -34,8 +34,8 @@ install: system-deps $(STAMP)
 # themselves: a real hub spawning servers competes badly with TensorFlow notebooks on 2 cores.
 HUB_TESTS := grader_tests/test_hub_limits.py grader_tests/test_hub.py grader_tests/test_hub_roles.py grader_tests/test_hub_restart.py
 test: install hub-deps
-	$(PY) -m pytest -n auto --dist loadgroup $(PYTEST_ARGS) $(addprefix --ignore=,$(HUB_TESTS)) grader_tests
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS) $(HUB_TESTS)
+	$(PY) -m pytest -n auto --dist loadgroup --durations=25 $(PYTEST_ARGS) $(addprefix --ignore=,$(HUB_TESTS)) grader_tests
+	$(PY) -m pytest -n 2 --dist loadfile --durations=10 $(PYTEST_ARGS) $(HUB_TESTS)
 
 # The unit tier: no kernels, no hub, no browser; seconds.
 test-unit: install
