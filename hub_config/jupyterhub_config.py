@@ -11,7 +11,7 @@ import os
 import sys
 
 from mlbd.formgrader import CONFIG_DIR as FORMGRADER_CONFIG
-from mlbd.hub import accounts, formgrader_service, profiles
+from mlbd.hub import TEMPLATES, accounts, formgrader_service, profiles
 from mlbd.hub.runas import grader_env
 from mlbd.hub.settings import HubSettings
 from mlbd.variant import Variants
@@ -81,6 +81,9 @@ else:
 c.Authenticator.allowed_users = {m.username for m in roster}
 c.Authenticator.manage_groups = AUTH == "lti13"  # LTI 1.3: groups from the LMS's roles claim, at each launch
 c.JupyterHub.load_groups = {} if AUTH == "lti13" else {name: {"users": users} for name, users in groups.items()}
+
+# the admin page without the controls the roster and `mlbd hub stop` own (mlbd/hub/templates/admin.html)
+c.JupyterHub.template_paths = [TEMPLATES]
 
 # -- roles ---------------------------------------------------------------------------------------------
 # TAs reach the formgrader's grading pages only; instructors also hold custom:formgrader:full, the
