@@ -34,6 +34,10 @@ c.LimitOutput.max_traceback = 100
 c.Exchange.root = os.environ.get("MLBD_EXCHANGE", str(HERE / ".exchange"))
 c.Exchange.path_includes_course = True
 
+# Per-student variants (mlbd.variant): the course secret every student's key derives from (made
+# 0600 on first use; on Kubernetes the Secret mlbd-variant mounted in the hub and grader pods).
+c.Variants.secret_file = os.environ.get("MLBD_VARIANT_SECRET_FILE", ".mlbd/variant_secret")
+
 # Grading sandbox (mlbd grade, and plain `nbgrader autograde` through SandboxedExecute below):
 # bubblewrap, uid 65534, no network, only the kernel's own work dir writable; cgroup memory/pids.
 c.Sandbox.mode = os.environ.get("MLBD_SANDBOX", "bwrap")  # "none": development only, never for real submissions

@@ -331,3 +331,25 @@ def test_hub_config_login_is_one_setting_away(auth, expected, tmp_path, monkeypa
     names = [svc["name"] for svc in cfg.JupyterHub.services]
     assert names == ["formgrader", "idle-culler"]
     assert cfg.JupyterHub.services[0]["user"] == "grader-mlbd"
+
+
+def test_values_give_each_server_its_variant_key_and_the_admin_page_template(tmp_path):
+    """On Kubernetes too: the hub's extraConfig gives each server its user's own variant key from
+    the mounted course secret (never the secret itself), and serves mlbd's admin page template."""
+    from types import SimpleNamespace
+
+    from mlbd import variant
+    from mlbd.hub import TEMPLATES
+
+    c = hub_config_from_values()
+    assert c.JupyterHub.template_paths == [TEMPLATES]
+    env = c.KubeSpawner.environment.get_value({"MLBD_OFFLINE": "1"}) if hasattr(c.KubeSpawner.environment, "get_value") \
+        else c.KubeSpawner.environment
+    secret = tmp_path / "variant_secret"
+    secret.write_text("cd" * 32 + "\n")
+    spawner = SimpleNamespace(user=SimpleNamespace(name="student2"))
+    assert env[variant.KEY_ENV](spawner, secret_file=str(secret)) == variant.student_key(("cd" * 32).encode(), "mlbd", "student2")
+    assert env[variant.STUDENT_ENV](spawner) == "student2"
+    assert env.get("MLBD_OFFLINE") == "1", "the singleuser extraEnv is kept, not replaced"
+    text = (ROOT / "hub_config" / "k8s" / "values.yaml").read_text() + (ROOT / "hub_config" / "k8s" / "formgrader.yaml").read_text()
+    assert text.count("secretName: mlbd-variant") == 2, "the hub and the grader pod mount the same course secret"
