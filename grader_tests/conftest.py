@@ -5,7 +5,6 @@ Each assignment's tests share one xdist group, so its notebooks execute once per
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -110,15 +109,8 @@ def blank_runs(assignment, _cache, scratch):
     spliced into the student version before it runs, as the autograder would do.
     """
     def make():
-        runs = []
-        for nb in source_notebooks(assignment):
-            work = scratch / assignment / "blank" / nb.stem
-            work.mkdir(parents=True, exist_ok=True)
-            target = work / nb.name
-            shutil.copy(release_path(nb), target)
-            validate.restore_tests(nb, target)
-            runs.append(validate.execute(target, work))
-        return runs
+        return [validate.execute_blank(nb, release_path(nb), scratch / assignment / "blank" / nb.stem)
+                for nb in source_notebooks(assignment)]
     return _cached(_cache, ("blank", assignment), make)
 
 

@@ -48,14 +48,16 @@ def _wrong_answers_by_notebook(assignment):
     path = WRONG_DIR / f"{assignment}.txt"
     assert path.exists(), f"no wrong answers recorded for {assignment} in {path}"
     wrong = validate.parse_wrong_answers(path.read_text(), str(path))
-    nbs = source_notebooks(assignment)
-    by_solution = {nb: [] for nb in nbs}
-    for nb in nbs:
+    return wrong, _by_notebook(assignment, wrong)
+
+
+def _by_notebook(assignment, answers):
+    """Each source notebook's share of ``answers`` (by the solution cell they replace)."""
+    out = {}
+    for nb in source_notebooks(assignment):
         ids = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(str(nb), as_version=4).cells}
-        for w in wrong:
-            if w.solution_id in ids:
-                by_solution[nb].append(w)
-    return wrong, by_solution
+        out[nb] = [a for a in answers if a.solution_id in ids]
+    return out
 
 
 @pytest.fixture
@@ -94,11 +96,8 @@ RIGHT_DIR = WRONG_DIR.parent / "right_answers"
 
 def _right_answers_by_notebook(assignment):
     path = RIGHT_DIR / f"{assignment}.txt"
-    nbs = source_notebooks(assignment)
     right = validate.parse_right_answers(path.read_text(), str(path)) if path.exists() else []
-    ids = {nb: {c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(str(nb), as_version=4).cells}
-           for nb in nbs}
-    return right, {nb: [r for r in right if r.solution_id in ids[nb]] for nb in nbs}
+    return right, _by_notebook(assignment, right)
 
 
 def test_right_answers_keep_full_marks(assignment, second_runs):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,12 +291,21 @@ def restore_tests(source_nb: Path, student_nb: Path) -> None:
     nbformat.write(student, str(student_nb))
 
 
+def execute_blank(source_nb: Path, release_nb: Path, workdir: Path, timeout: int = 300,
+                  student: str | None = None) -> Execution:
+    """Run the released (blank) notebook with the instructor's tests put back (``restore_tests``),
+    in ``workdir``, as ``student``'s variant when given."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    blank = workdir / source_nb.name
+    shutil.copy(release_nb, blank)
+    restore_tests(source_nb, blank)
+    return execute(blank, workdir, timeout, student)
+
+
 def prove_variants(source_nb: Path, release_nb: Path, wrong: list[WrongAnswer], workdir: Path,
                    students: tuple[str, ...] = VARIANT_IDS, timeout: int = 300) -> list[str]:
     """For each student's variant: the solution keeps full marks, every known wrong answer loses
     marks, and the blank release scores zero. Returns what does not hold."""
-    import shutil
-
     problems = []
     for student in students:
         run = execute_with_answers(source_nb, wrong, [], workdir / student / "solution", timeout, student)
@@ -303,12 +313,8 @@ def prove_variants(source_nb: Path, release_nb: Path, wrong: list[WrongAnswer], 
             problems.append(f"{student}: the solution loses marks: {run.first.errors}")
         problems += [f"{student}: wrong answer at line {w.line} ({w.description}) keeps {run.wrong[n]['passed']}"
                      for n, w in enumerate(wrong) if run.wrong[n]["passed"]]
-        blank_dir = workdir / student / "blank"
-        blank_dir.mkdir(parents=True, exist_ok=True)
-        blank = blank_dir / source_nb.name
-        shutil.copy(release_nb, blank)
-        restore_tests(source_nb, blank)
-        vacuous = [gid for gid, pts in execute(blank, blank_dir, timeout, student).scores.items() if pts > 0]
+        blank = execute_blank(source_nb, release_nb, workdir / student / "blank", timeout, student)
+        vacuous = [gid for gid, pts in blank.scores.items() if pts > 0]
         if vacuous:
             problems.append(f"{student}: tests that pass on the blank release: {vacuous}")
     return problems

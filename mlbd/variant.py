@@ -129,8 +129,9 @@ class Variants(Configurable):
                              "delete it to have a new one made (every variant changes)")
         return data
 
-    def kernel_env(self, root: str | Path, course_id: str, student: str) -> dict[str, str]:
-        """What a kernel of ``student`` gets in its environment (empty when disabled)."""
+    def kernel_env(self, root: str | Path, course_id: str, student: str, create: bool = True) -> dict[str, str]:
+        """What a kernel of ``student`` gets in its environment (empty when disabled); ``create``:
+        make the secret if it is missing (the graders), or raise (the hub's spawner)."""
         if not self.enabled:
             return {}
-        return {KEY_ENV: student_key(self.secret(root), course_id, student), STUDENT_ENV: student}
+        return {KEY_ENV: student_key(self.secret(root, create), course_id, student), STUDENT_ENV: student}

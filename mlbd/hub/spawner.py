@@ -14,7 +14,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import Bool, Dict, Integer, List, Tuple, Unicode
 
-from mlbd import variant
+from mlbd.variant import Variants
 from mlbd.grading import cgroups
 
 from . import profiles as prof
@@ -125,13 +125,12 @@ class CourseSpawner(LocalProcessSpawner):
         """This user's variant key (the key ``mlbd grade`` gives their submission's kernel)."""
         if not self.variant_secret_file:
             return {}
-        try:
-            secret = Path(self.variant_secret_file).read_bytes().strip()
-        except OSError as exc:
+        try:   # an absolute secret_file: the root argument is not used
+            return Variants(secret_file=self.variant_secret_file).kernel_env("/", self.course_id, self.user.name,
+                                                                              create=False)
+        except (OSError, ValueError) as exc:
             self.log.warning("no variant key for %s (%s): the default variant", self.user.name, exc)
             return {}
-        return {variant.KEY_ENV: variant.student_key(secret, self.course_id, self.user.name),
-                variant.STUDENT_ENV: self.user.name}
 
     def pick_port(self) -> int:
         """A port no other server of this hub has or is being given. JupyterHub's own choice
