@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbformat.validator import iter_validate
 
-from mlbd.grading import feedback, integrity, prepare, protocol, score
+from mlbd.grading import assess, feedback, integrity, prepare, protocol
 
 pytestmark = pytest.mark.unit
 
@@ -177,14 +177,14 @@ def test_feedback_shows_only_what_never_saw_a_hidden_test():
 
 
 def test_feedback_shows_the_trusted_notes_and_grader_outputs():
-    notes = score._notes_cell(["sk: the kernel sent a message the grader cannot read (rot13 of the tests); "
+    notes = assess.notes_cell(["sk: the kernel sent a message the grader cannot read (rot13 of the tests); "
                                "this cell and the ones after it were not run"], ["sk: failures are swallowed"])
     assert "rot13" in notes.source and "swallowed" in notes.source              # the TA reads everything
     student_md = nbformat.v4.new_markdown_cell("my answer")
     hidden = _test_cell()
     hidden.outputs = [_out("x")]
     blank = _test_cell()
-    score.grader_output(blank, "submission", "sk.ipynb has no answers: graded 0")
+    assess.grader_output(blank, "submission", "sk.ipynb has no answers: graded 0")
     nb = _feedback([notes, student_md, hidden, blank])
     assert "rot13" not in nb.cells[0].source and "swallowed" not in nb.cells[0].source
     assert "cannot read; this cell" in nb.cells[0].source and "review by a TA" in nb.cells[0].source
@@ -304,3 +304,58 @@ def test_prepare_stages_are_configurable_preprocessors(tmp_path):
     assert prepare.Sanitize(config=cfg)._restore() is True
     cfg.OverwriteCells.add_missing_cells = False    # nbgrader's own setting wins over the default
     assert prepare.Sanitize(config=cfg)._restore() is False
+
+
+def _reported(nb):
+    """``nb`` with its last probe reporting what the first did (an honest run)."""
+    nb.cells[-1].outputs = list(nb.cells[0].outputs)
+    return nb
+
+
+def test_assess_stages_are_configurable_preprocessors():
+    """The steps after execution are nbgrader-style Preprocessors too: listed in config by import
+    name, findings on the Verdict in resources; canaries that passed flag and zero the notebook, a
+    crashed run fails every test cell with the grader's own mark, stderr of a passing test stays
+    visible without failing it, and the notes cell comes first."""
+    from traitlets.config import Config
+    from mlbd.grading.protocol import NotebookOutcome, Verdict
+
+    def run(nb, outcome, stages):
+        job = prepare.NotebookJob("nb", notebook=nb)
+        sub = prepare.Submission("s", "a", None, "")
+        v = Verdict()
+        res = {"nbgrader": {"notebook": "nb"}, "mlbd": {"verdict": v, "outcome": outcome, "job": job, "submission": sub}}
+        for stage in stages:
+            nb, res = stage.preprocess(nb, res)
+        return nb, v
+
+    stages = assess.AssessSubmission().stages()
+    assert [type(s).__name__ for s in stages] == ["FailUnrun", "CheckIntegrity", "ReportLimits", "KeepStderrVisible",
+                                                  "ClassifyTests", "AddGradingNotes"]
+    honest = _reported(_probed([]))
+    test = next(c for c in honest.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "t1")
+    test.outputs = [nbformat.v4.new_output("stream", name="stderr", text="FutureWarning: x\n")]
+    nb, v = run(honest, NotebookOutcome("nb", notebook="{}", seconds=1.5, notes=["memory limit hit"]), stages)
+    assert not v.flags and not v.strong and v.seconds == 1.5 and v.tests == {"t1": "passed"}
+    assert not any(integrity.is_check(c) for c in nb.cells)
+    assert nb.cells[0].metadata["tags"] == [assess.NOTE_TAG] and "memory limit hit" in nb.cells[0].source
+    kept = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "t1")
+    assert kept.outputs[0]["output_type"] == "display_data" and "FutureWarning" in kept.outputs[0]["data"]["text/plain"]
+
+    swallowed = _reported(_probed([]))
+    for cell in swallowed.cells:
+        if "canary" in cell.metadata.get("mlbd", {}):
+            cell.outputs = []                       # the canary passed: a hook swallowed its failure
+    nb, v = run(swallowed, NotebookOutcome("nb", notebook="{}"), stages)
+    assert v.strong and any("swallowed" in f for f in v.flags)
+
+    crashed = _probed([])
+    nb, v = run(crashed, NotebookOutcome("nb", crash="worker died", crash_kind="crash"), stages)
+    t1 = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "t1")
+    assert protocol.grader_error(t1)["kind"] == "crash" and t1.metadata["mlbd"]["grader_output"]
+    assert any("could not be executed: worker died" in e for e in v.errors) and not v.tests
+
+    cfg = Config()
+    cfg.AssessSubmission.preprocessors = ["mlbd.grading.assess.CheckIntegrity"]   # by import name, as in nbgrader
+    nb, v = run(_probed([]), NotebookOutcome("nb", notebook="{}"), assess.AssessSubmission(config=cfg).stages())
+    assert not any(integrity.is_check(c) for c in nb.cells) and not v.tests and nb.cells[0].cell_type == "code"

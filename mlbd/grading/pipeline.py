@@ -243,7 +243,7 @@ class GradingRun:
     def finish(self, flight: InFlight, done: JobOutcome) -> None:
         sub = flight.sub
         try:
-            verdicts = score.stage(self.cd, sub, {o.name: o for o in done.notebooks})
+            verdicts = score.stage(self.cd, self.cfg, sub, {o.name: o for o in done.notebooks})
             score.score(Path(self.cd.root), self.cd, self.cfg, sub, verdicts)     # (re)makes autograded/
             keep_files(self.cd, self.assignment, sub.student, done.files)
             summary = score.gradebook_scores(self.cd, self.assignment, sub.student)

@@ -1,7 +1,7 @@
 """Score (trusted; the only gradebook writer): executed notebooks → autograded/ + gradebook.
 
-Executed notebooks are checked (canaries, probe) and stripped of the grader's own cells, then go
-through nbgrader's own autograde steps minus execution (``IgnorePattern``, ``LimitOutput``,
+Executed notebooks go through the assess stages (``assess.AssessSubmission``: canaries and probes
+read and removed, the sandbox's notes, test outcomes, grading notes), then through nbgrader's own autograde steps minus execution (``IgnorePattern``, ``LimitOutput``,
 ``SaveAutoGrades``, ``AssignLatePenalties``, ``CheckCellMetadata``) via ``ScoreConverter``, an
 ``Autograde`` converter whose input is the staging folder of executed notebooks. So grades,
 comments, late penalties, student and submission records are exactly what ``nbgrader autograde``
@@ -11,7 +11,6 @@ in the notebook and the result record), and a result record per student makes th
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -23,13 +22,11 @@ from nbgrader.preprocessors import Execute
 from traitlets.utils.importstring import import_item
 
 from ..course import ACTIVE_CONTENT
-from . import integrity, outcomes
-from .protocol import MARK, NotebookOutcome, ResultStore, Verdict, fail_cell
+from .assess import AssessSubmission, grader_output  # noqa: F401  (score.grader_output: prepare's blank notebooks)
+from .protocol import NotebookOutcome, ResultStore, Verdict
 from .protocol import RESULTS  # noqa: F401  (score.RESULTS: where report, cohort and items_report look)
 
 STAGING = ".mlbd/executed"     # relative to the course root; nbgrader's directory structure below it
-NOTE_TAG = "mlbd-grading-notes"
-FEEDBACK_TEXT_LIMIT = 20_000
 
 
 class ScoreConverter(Autograde):
@@ -58,59 +55,9 @@ class ScoreConverter(Autograde):
             self._sanitizing = True
 
 
-def _stderr_to_display(nb) -> int:
-    """A library warning on stderr in a test cell must not cost points: keep it visible, not fatal."""
-    moved = 0
-    for cell in nb.cells:
-        if cell.cell_type != "code" or not nbg_utils.is_grade(cell) or nbg_utils.is_solution(cell):
-            continue
-        if any(o.get("output_type") == "error" for o in cell.outputs):
-            continue
-        new = []
-        for out in cell.outputs:
-            if out.get("output_type") == "stream" and out.get("name") == "stderr":
-                out = nbformat.v4.new_output("display_data", data={"text/plain": out.get("text", "")},
-                                             metadata={"mlbd": {"stderr": True}})
-                moved += 1
-            new.append(out)
-        cell.outputs = new
-    return moved
-
-
-def _for_student(line: str) -> str:
-    """A note as the student reads it: no text that the kernel could have chosen."""
-    if "cannot read (" in line:
-        return re.sub(r"cannot read \(.*\)", "cannot read", line, flags=re.S)
-    if "could not be executed:" in line:
-        return line.split("could not be executed:")[0] + "could not be executed (a grader error; a grader will look at it)"
-    return line
-
-
-def _notes_cell(errors: list[str], flags: list[str]) -> nbformat.NotebookNode:
-    """The grading notes: in full for the TA; ``metadata.mlbd.student`` is what feedback shows."""
-    lines = ["**Grading notes**", ""]
-    lines += [f"- {e}" for e in errors]
-    student = ["**Grading notes**", ""] + [f"- {_for_student(e)}" for e in errors]
-    if flags:
-        lines += ["- This notebook needs review by a grader: " + "; ".join(flags)]
-        student += ["- The grader's integrity checks flagged this notebook for review by a TA: "
-                    "its test scores may change."]
-    cell = nbformat.v4.new_markdown_cell("\n".join(lines)[:FEEDBACK_TEXT_LIMIT])
-    cell.metadata["tags"] = [NOTE_TAG]
-    cell.metadata[MARK] = {"notes": "\n".join(student)[:FEEDBACK_TEXT_LIMIT]}
-    return cell
-
-
-def grader_output(cell, kind: str, message: str) -> None:
-    """The grader's own verdict on a cell it did not run (``kind`` one of ``protocol.GRADER_ERRORS``):
-    its only output, marked as the grader's, and ``grader_output`` for feedback to show as it is."""
-    fail_cell(cell, kind, message, replace=True)
-    cell.metadata[MARK]["grader_output"] = True
-
-
-def stage(coursedir, sub, results: dict[str, NotebookOutcome]) -> dict[str, Verdict]:
-    """Write the executed notebooks of one submission to the staging folder; returns a ``Verdict``
-    per notebook after the integrity checks."""
+def stage(coursedir, cfg, sub, results: dict[str, NotebookOutcome]) -> dict[str, Verdict]:
+    """Write the executed notebooks of one submission, each through ``AssessSubmission``'s stages, to
+    the staging folder; returns a ``Verdict`` per notebook."""
     dest = Path(coursedir.format_path(STAGING, sub.student, sub.assignment))
     if dest.exists():
         shutil.rmtree(dest)
@@ -129,36 +76,17 @@ def stage(coursedir, sub, results: dict[str, NotebookOutcome]) -> dict[str, Verd
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(rel, target)
     verdicts: dict[str, Verdict] = {}
+    stages = AssessSubmission(config=cfg).stages()
     for job in sub.notebooks:
         v = verdicts[job.name] = Verdict(list(job.errors), list(job.flags), job.strong)
         res = results.get(job.name)
         if job.notebook is None:
             continue
-        if res is None:
-            nb = job.notebook
-            if job.execute:
-                integrity.strip_checks(nb)
-        elif res.crash is not None:
-            nb = job.notebook
-            integrity.strip_checks(nb)
-            msg = f"{job.name}.ipynb could not be executed: {res.crash}"
-            v.errors.append(msg)
-            for cell in nb.cells:
-                if cell.cell_type == "code" and nbg_utils.is_grade(cell) and not nbg_utils.is_solution(cell):
-                    grader_output(cell, res.crash_kind, msg)
-        else:
-            nb = nbformat.reads(res.notebook, as_version=4)
-            found, _ = integrity.check_and_strip(nb)
-            if found:
-                v.strong = True
-                v.flags += [f"{job.name}: {f}" for f in found]
-            v.errors += [f"{job.name}: {n}" for n in res.notes]
-            if res.truncated:
-                v.errors.append(f"{job.name}: output of {len(res.truncated)} cell(s) truncated (size limit)")
-            _stderr_to_display(nb)
-            v.tests, v.seconds = outcomes.cell_outcomes(nb), res.seconds     # for report --items
-        if v.errors or v.flags or sub.errors:
-            nb.cells.insert(0, _notes_cell(sub.errors + v.errors, v.flags))
+        nb = nbformat.reads(res.notebook, as_version=4) if res is not None and res.crash is None else job.notebook
+        resources = {"nbgrader": {"notebook": job.name, "assignment": sub.assignment, "student": sub.student},
+                     "mlbd": {"verdict": v, "outcome": res, "job": job, "submission": sub}}
+        for step in stages:
+            nb, resources = step.preprocess(nb, resources)
         nbformat.write(nb, str(dest / f"{job.name}.ipynb"))
     return verdicts
 

@@ -1,0 +1,176 @@
+"""Assess (trusted): the steps between an executed notebook and nbgrader's scoring.
+
+Like prepare's, they are nbgrader-style preprocessors (``AssessSubmission.preprocessors``, each an
+``AssessStage``): a notebook and ``resources`` in, both out, settings as traits. What a stage
+finds goes into the notebook's ``Verdict`` at ``resources["mlbd"]["verdict"]``: ``errors``
+(grading problems, which the student reads too), ``flags`` (integrity findings, for review),
+``strong`` (a finding that zeroes the autograded tests), ``tests`` and ``seconds`` (for
+``mlbd report --items``). ``resources["mlbd"]["outcome"]`` is the ``NotebookOutcome`` the sandbox
+sent back (None: the notebook was not run), ``["job"]`` the prepared ``NotebookJob`` and
+``["submission"]`` the ``Submission``. Nothing here reads what the kernel says about itself except
+through the grader's own marks (``protocol.grader_error``) and the integrity checks' reports.
+"""
+from __future__ import annotations
+
+import re
+
+import nbformat
+from nbconvert.preprocessors import Preprocessor
+from nbgrader import utils as nbg_utils
+from traitlets import List
+from traitlets.config import LoggingConfigurable
+from traitlets.utils.importstring import import_item
+
+from . import integrity, outcomes
+from .protocol import MARK, NotebookOutcome, Verdict, fail_cell
+
+NOTE_TAG = "mlbd-grading-notes"
+FEEDBACK_TEXT_LIMIT = 20_000
+
+
+def _is_test(cell) -> bool:
+    return cell.cell_type == "code" and nbg_utils.is_grade(cell) and not nbg_utils.is_solution(cell)
+
+
+def grader_output(cell, kind: str, message: str) -> None:
+    """The grader's own verdict on a cell it did not run (``kind`` one of ``protocol.GRADER_ERRORS``):
+    its only output, marked as the grader's, and ``grader_output`` for feedback to show as it is."""
+    fail_cell(cell, kind, message, replace=True)
+    cell.metadata[MARK]["grader_output"] = True
+
+
+class AssessStage(Preprocessor):
+    """One step of assessing an executed (or unrun) notebook; see the module's docstring."""
+
+    @staticmethod
+    def verdict(resources) -> Verdict:
+        return resources["mlbd"]["verdict"]
+
+    @staticmethod
+    def outcome(resources) -> NotebookOutcome | None:
+        return resources["mlbd"]["outcome"]
+
+    @classmethod
+    def executed(cls, resources) -> bool:
+        """The sandbox sent back an executed notebook (not a crash, not a notebook left unrun)."""
+        res = cls.outcome(resources)
+        return res is not None and res.crash is None
+
+
+class FailUnrun(AssessStage):
+    """A notebook whose execution failed as a whole (a worker crash, the watchdog): every test cell
+    gets the grader's own marked error, and the notebook an error for the TA and the student. The
+    integrity checks of a notebook that never ran are removed unread."""
+
+    def preprocess(self, nb, resources):
+        res, job = self.outcome(resources), resources["mlbd"]["job"]
+        if self.executed(resources) or not job.execute:
+            return nb, resources
+        integrity.strip_checks(nb)
+        if res is not None:
+            msg = f"{job.name}.ipynb could not be executed: {res.crash}"
+            self.verdict(resources).errors.append(msg)
+            for cell in nb.cells:
+                if _is_test(cell):
+                    grader_output(cell, res.crash_kind, msg)
+        return nb, resources
+
+
+class CheckIntegrity(AssessStage):
+    """Read the canaries and probes prepare inserted and remove them (``integrity.check_and_strip``):
+    any finding flags the notebook and zeroes its autograded tests until a TA reviews it."""
+
+    def preprocess(self, nb, resources):
+        if self.executed(resources):
+            found, _ = integrity.check_and_strip(nb)
+            if found:
+                v = self.verdict(resources)
+                v.strong = True
+                v.flags += [f"{resources['mlbd']['job'].name}: {f}" for f in found]
+        return nb, resources
+
+
+class ReportLimits(AssessStage):
+    """What the sandbox noted while running the notebook (limits hit, kernel deaths, files not
+    kept, outputs cut) becomes part of the notebook's grading notes."""
+
+    def preprocess(self, nb, resources):
+        if self.executed(resources):
+            res, v, name = self.outcome(resources), self.verdict(resources), resources["mlbd"]["job"].name
+            v.errors += [f"{name}: {n}" for n in res.notes]
+            if res.truncated:
+                v.errors.append(f"{name}: output of {len(res.truncated)} cell(s) truncated (size limit)")
+        return nb, resources
+
+
+class KeepStderrVisible(AssessStage):
+    """A library warning on stderr in a test cell must not cost points: it is kept visible as
+    display data (marked), not as the stderr stream nbgrader would count as a failure."""
+
+    def preprocess(self, nb, resources):
+        if not self.executed(resources):
+            return nb, resources
+        for cell in nb.cells:
+            if not _is_test(cell) or any(o.get("output_type") == "error" for o in cell.outputs):
+                continue
+            cell.outputs = [nbformat.v4.new_output("display_data", data={"text/plain": out.get("text", "")},
+                                                   metadata={MARK: {"stderr": True}})
+                            if out.get("output_type") == "stream" and out.get("name") == "stderr" else out
+                            for out in cell.outputs]
+        return nb, resources
+
+
+class ClassifyTests(AssessStage):
+    """Where each test cell failed, visible part or hidden (``outcomes.cell_outcomes``), and the
+    execution time, for ``mlbd report --items``. Changes no grade."""
+
+    def preprocess(self, nb, resources):
+        if self.executed(resources):
+            v = self.verdict(resources)
+            v.tests, v.seconds = outcomes.cell_outcomes(nb), self.outcome(resources).seconds
+        return nb, resources
+
+
+def for_student(line: str) -> str:
+    """A note as the student reads it: no text that the kernel could have chosen."""
+    if "cannot read (" in line:
+        return re.sub(r"cannot read \(.*\)", "cannot read", line, flags=re.S)
+    if "could not be executed:" in line:
+        return line.split("could not be executed:")[0] + "could not be executed (a grader error; a grader will look at it)"
+    return line
+
+
+def notes_cell(errors: list[str], flags: list[str]) -> nbformat.NotebookNode:
+    """The grading notes: in full for the TA; ``metadata.mlbd.notes`` is what feedback shows."""
+    lines = ["**Grading notes**", ""]
+    lines += [f"- {e}" for e in errors]
+    student = ["**Grading notes**", ""] + [f"- {for_student(e)}" for e in errors]
+    if flags:
+        lines += ["- This notebook needs review by a grader: " + "; ".join(flags)]
+        student += ["- The grader's integrity checks flagged this notebook for review by a TA: "
+                    "its test scores may change."]
+    cell = nbformat.v4.new_markdown_cell("\n".join(lines)[:FEEDBACK_TEXT_LIMIT])
+    cell.metadata["tags"] = [NOTE_TAG]
+    cell.metadata[MARK] = {"notes": "\n".join(student)[:FEEDBACK_TEXT_LIMIT]}
+    return cell
+
+
+class AddGradingNotes(AssessStage):
+    """A first cell with the submission's and this notebook's errors and flags, when there are any:
+    the TA reads them in full, the student a version without text the kernel chose."""
+
+    def preprocess(self, nb, resources):
+        v, sub = self.verdict(resources), resources["mlbd"]["submission"]
+        if v.errors or v.flags or sub.errors:
+            nb.cells.insert(0, notes_cell(sub.errors + v.errors, v.flags))
+        return nb, resources
+
+
+class AssessSubmission(LoggingConfigurable):
+    """The trusted steps between an executed notebook and nbgrader's scoring (``mlbd grade``)."""
+    preprocessors = List([FailUnrun, CheckIntegrity, ReportLimits, KeepStderrVisible, ClassifyTests, AddGradingNotes],
+                         help="the stages, in order (nbgrader Preprocessor classes or their import names)").tag(config=True)
+
+    def stages(self) -> list[Preprocessor]:
+        return [(import_item(c) if isinstance(c, str) else c)(parent=self, config=self.config)
+                for c in self.preprocessors]
