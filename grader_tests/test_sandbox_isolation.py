@@ -7,19 +7,25 @@
   link planted where the grader reads its kernel log, and among the files the notebook wrote);
 - files a notebook writes come back (regular files only, bounded), as nbgrader autograde keeps them;
 - the watchdog: a job the trusted side cannot finish returns, and its kernel is killed;
-- concurrent warm kernels on one multi-threaded Dask worker see and signal nothing of each other.
+- concurrent warm kernels on one multi-threaded Dask worker see and signal nothing of each other;
+- with ``c.Sandbox.job_uids``, kernels that run at the same time have uids of their own: past the
+  namespaces, neither may signal the other or read its files, and the uid is free again after.
 """
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
 import nbformat
 import pytest
 
-from mlbd.grading import execute
+from mlbd.grading import execute, uids
 from mlbd.grading.execute import execute_job
 from mlbd.grading.kernel import SandboxedKernelManager
 from mlbd.grading.protocol import Job, JobOutcome
@@ -194,6 +200,7 @@ try:
 except OSError as exc:
     print("kill -1", exc.errno)
 print("pid", mine, "visible", visible, "others", killed)
+print("uid", os.getuid())
 '''
 HONEST = r'''
 import time
@@ -202,18 +209,22 @@ for i in range(12):
     time.sleep(0.5)
     total += i
 print("honest done", total)
+import os
+print("uid", os.getuid())
 '''
 
 
-def test_concurrent_kernels_on_one_dask_worker_cannot_signal_each_other():
+@pytest.mark.parametrize("job_uids", [0, 16], ids=["shared-uid", "job-uids"])
+def test_concurrent_kernels_on_one_dask_worker_cannot_signal_each_other(job_uids):
     distributed = pytest.importorskip("distributed")
+    cfg = {"Sandbox": {**CFG["Sandbox"], "job_uids": job_uids}}
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None)
     try:
         with distributed.Client(cluster) as client:
             jobs = []
             for i, src in enumerate((HONEST, KILLER)):
                 nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src)])
-                jobs.append(Job.one(nbformat.writes(nb), CFG, 120))
+                jobs.append(Job.one(nbformat.writes(nb), cfg, 120))
             futures = [client.submit(execute_job, j, pure=False) for j in jobs]
             (honest_job, killer_job) = client.gather(futures)
     finally:
@@ -227,6 +238,11 @@ def test_concurrent_kernels_on_one_dask_worker_cannot_signal_each_other():
     text = out(killer)
     # its own pid namespace: itself (pid 2) and the namespace's root-owned init, nothing else
     assert "pid 2 visible [1, 2] others []" in text and "kill -1 3" in text, text
+    uid = lambda t: int(t.split("uid ")[-1].split()[0])     # noqa: E731
+    if job_uids:                                # the two threads' kernels: a uid each
+        assert uid(text) != uid(out(honest)) and 65534 not in (uid(text), uid(out(honest))), (text, out(honest))
+    else:
+        assert uid(text) == uid(out(honest)) == 65534
 
 
 FIFO_AT_TEARDOWN = r'''
@@ -256,3 +272,102 @@ def test_mlbd_grade_returns_and_grades_the_honest_student_after_a_fifo(tmp_path)
     assert time.monotonic() - start < 300
     assert results["honest"].status == "graded" and results["honest"].score == 10.0, results["honest"]
     assert results["hostile"].status == "graded" and results["hostile"].score == 0.0, results["hostile"]
+
+
+UIDS = {"Sandbox": {**CFG["Sandbox"], "job_uids": 16, "job_uid_first": 2_000_000_000}}
+WHO = r"""
+import getpass, os
+import matplotlib.pyplot as plt
+plt.plot([1, 2]); plt.savefig("plot.png")
+open("secret.txt", "w").write("mine")
+os.chmod("secret.txt", 0o600)
+print("who", os.getuid(), os.getgid(), os.getgroups(), getpass.getuser(), os.path.expanduser("~") == os.getcwd(),
+      get_ipython() is not None)
+"""
+# what a kernel that broke out of its namespaces would try on the other: run as its uid, on the host
+PROBE_OTHER = r"""
+import os, sys
+own, other, conn, secret = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def attempt(what, fn):
+    try:
+        fn()
+        print(what, "ok")
+    except OSError as exc:
+        print(what, exc.errno)
+attempt("signal-own", lambda: os.kill(own, 0))
+attempt("signal-other", lambda: os.kill(other, 0))
+attempt("connection-other", lambda: open(conn).read())
+attempt("file-other", lambda: open(secret).read())
+"""
+
+
+async def _start(cfg: dict, cwd: str) -> tuple[SandboxedKernelManager, object]:
+    from traitlets.config import Config
+    km = SandboxedKernelManager(config=Config(cfg), kernel_name="python3")
+    await km.start_kernel(cwd=cwd)
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=90)
+    return km, kc
+
+
+async def _output(kc, code: str) -> str:
+    out: list[str] = []
+
+    def hook(msg):
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append(f"{msg['content']['ename']}: {msg['content']['evalue']}")
+
+    await kc.execute_interactive(code, output_hook=hook, timeout=90)
+    return "".join(out)
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_concurrent_kernels_have_uids_of_their_own(warm, tmp_path):
+    cfg = {"Sandbox": {**UIDS["Sandbox"], "warm_kernels": warm}}
+    first, count = cfg["Sandbox"]["job_uid_first"], cfg["Sandbox"]["job_uids"]
+
+    async def main():
+        kernels = []
+        try:
+            for name in ("a", "b"):
+                (tmp_path / name).mkdir()
+                kernels.append(await _start(cfg, str(tmp_path / name)))
+            (a, ka), (b, kb) = kernels
+            assert a.warm is warm and b.warm is warm
+            said = [await _output(k, WHO) for k in (ka, kb)]
+            uid_a, uid_b = a.kernel_uid, b.kernel_uid
+            pa, pb = max(uids.processes_of(uid_a)), max(uids.processes_of(uid_b))     # the kernels (no children)
+            secret_b = f"/proc/{pb}/root{b.box}/work/secret.txt"
+            probe = subprocess.run([sys.executable, "-c", PROBE_OTHER, str(pa), str(pb), b.connection_file, secret_b],
+                                   user=uid_a, group=uid_a, extra_groups=[], capture_output=True, text=True, timeout=60)
+            for km, k in kernels:
+                k.stop_channels()
+                await km.shutdown_kernel(now=True)
+            return said, (uid_a, uid_b), probe
+        finally:
+            for km, k in kernels:
+                if km.has_kernel:
+                    await km.shutdown_kernel(now=True)
+
+    said, (uid_a, uid_b), probe = asyncio.run(main())
+    assert uid_a != uid_b and {uid_a, uid_b} <= set(range(first, first + count)), (uid_a, uid_b)
+    for text, uid in zip(said, (uid_a, uid_b)):
+        assert f"who {uid} {uid} [] student True True" in text, text     # no passwd entry: nothing breaks
+    # past the namespaces, the uid alone: A signals its own kernel, not B's; reads nothing of B's
+    assert "signal-own ok" in probe.stdout and "signal-other 1" in probe.stdout, probe
+    assert "connection-other 13" in probe.stdout and "file-other 13" in probe.stdout, probe
+    for uid in (uid_a, uid_b):                  # nothing of them runs, and the next kernel may have them
+        assert uids.processes_of(uid) == []
+        fd = os.open(uids.lock_dir() / str(uid), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+
+
+def test_without_job_uids_every_kernel_is_65534():
+    texts, _ = run("import os\nprint('uid', os.getuid(), os.getgid())", config={"Sandbox": {**CFG["Sandbox"], "job_uids": 0}})
+    assert "uid 65534 65534" in texts[0], texts

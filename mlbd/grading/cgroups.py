@@ -92,16 +92,19 @@ class Cgroup:
                 pass
         return sorted(out)
 
-    def destroy(self) -> None:
-        """Kill whatever is left inside (fork loops included) and remove the directories."""
+    def destroy(self) -> bool:
+        """Kill whatever is left inside (fork loops included) and remove the directories. Whether
+        nothing was left running (a process is only ever moved out by root)."""
         if self.version == 2 and self.dirs and (self.dirs[0] / "cgroup.kill").exists():
             try:
                 (self.dirs[0] / "cgroup.kill").write_text("1")
             except OSError:
                 pass
+        empty = False
         for _ in range(50):
             left = self.pids()
             if not left:
+                empty = True
                 break
             for pid in left:
                 try:
@@ -118,6 +121,7 @@ class Cgroup:
                     break
                 except OSError:
                     time.sleep(0.02)
+        return empty
 
 
 _swept: set[Path] = set()

@@ -10,7 +10,8 @@ It is an ``AsyncKernelManager`` (a synchronous one hangs forever when the kernel
 Kernels are *warm* when they can be: forked from this process's zygote (``zygote``), which has
 imported the course's libraries already, instead of a fresh interpreter under bwrap (*cold*). Both
 get the same sandbox, limits and cgroup; a kernelspec other than this Python's ipykernel, or a
-zygote that cannot start, gets a cold kernel.
+zygote that cannot start, gets a cold kernel. With ``c.Sandbox.job_uids``, each kernel runs as a uid
+of its own, leased when it starts and freed once nothing of it runs (``uids``).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Instance
 
 from ..variant import Variants
-from . import boxfs, cgroups, seccomp, zygote
+from . import boxfs, cgroups, seccomp, uids, zygote
 from .outputs import BoundedOutputs
 from .sandbox import Sandbox, copy_inputs
 
@@ -98,6 +99,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         self._log_fh = None
         self._warm: dict | None = None
         self._warm_proc: zygote.WarmProcess | None = None
+        self._uid_lease: uids.Lease | None = None    # this kernel's own uid (c.Sandbox.job_uids)
         self.warm = False
         self.limit_events: dict[str, bool] = {}
         self.kernel_log_tail = ""
@@ -116,6 +118,20 @@ class SandboxedKernelManager(AsyncKernelManager):
     def box(self) -> Path | None:
         return self._box
 
+    @property
+    def kernel_uid(self) -> int:
+        """The uid (and gid) the kernel runs as: its lease, or ``c.Sandbox.uid``."""
+        return self._uid_lease.uid if self._uid_lease is not None else self.sandbox.uid
+
+    def _lease_uid(self) -> tuple[int, int]:
+        """This kernel's uid and gid; a restart keeps the lease it has."""
+        sb = self.sandbox
+        if not sb.per_job_uids:
+            return sb.uid, sb.gid
+        if self._uid_lease is None or not self._uid_lease.held:
+            self._uid_lease = uids.lease(sb.job_uid_first, sb.job_uids, sb.runtime_dir)
+        return self._uid_lease.uid, self._uid_lease.gid
+
     async def _async_pre_start_kernel(self, **kw):
         sb = self.sandbox
         if sb.mode == "none":
@@ -127,10 +143,12 @@ class SandboxedKernelManager(AsyncKernelManager):
             if zyg is not None and self._warmable(cmd, kw["env"]):
                 self._warm = {"zygote": zyg, "box": None, "keep": [], "cwd": str(kw.get("cwd") or os.getcwd()),
                               "log": str(zyg.root / "kernels.log"), "env": kw["env"],
-                              "argv": ["ipykernel_launcher", *cmd[3:]], "tmp_dirs": [], "rlimits": {}}
+                              "argv": ["ipykernel_launcher", *cmd[3:]], "tmp_dirs": [], "rlimits": {},
+                              "uid": os.getuid(), "gid": os.getgid()}
             return cmd, kw
 
         sb.check()
+        uid, gid = self._lease_uid()
         # the control channel only (interrupt/shutdown replies); see GradingKernelClient for iopub
         self.context.setsockopt(zmq.MAXMSGSIZE, sb.max_message_bytes)
         zyg = self._zygote()
@@ -154,7 +172,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         os.chmod(box, 0o711)
         os.chmod(run, 0o1777)
         if not sb.rootless:                         # the kernel reads it (0600); the grader never reads it back
-            os.chown(self.connection_file, sb.uid, sb.gid)
+            os.chown(self.connection_file, uid, gid)
         bpf = seccomp.write(str(run / "seccomp.bpf"))
 
         procs: list[str] = []
@@ -171,7 +189,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         kw["stdout"] = subprocess.DEVNULL
         kw["stderr"] = self._log_fh
         kw["stdin"] = subprocess.DEVNULL
-        wrapped = enter + sb.bwrap_args(box, work, env, seccomp_fd=SECCOMP_FD, quota_dir=work) + sb.drop_args() + fill + cmd
+        wrapped = enter + sb.bwrap_args(box, work, env, seccomp_fd=SECCOMP_FD, quota_dir=work) + sb.drop_args(uid, gid) + fill + cmd
         # warm only inside a cgroup: its kill is what ends a forked kernel's stray processes
         if zyg is not None and self._cgroup is not None and self._warmable(cmd, env):
             self._warm = {"zygote": zyg, "box": str(box), "keep": [[p, True] for p in sb.read_only_paths()],
@@ -179,7 +197,7 @@ class SandboxedKernelManager(AsyncKernelManager):
                           "argv": ["ipykernel_launcher", *cmd[3:]],
                           "tmp_dirs": [env[k] for k in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "JUPYTER_RUNTIME_DIR",
                                                        "IPYTHONDIR") if env.get(k, "").startswith("/tmp/")],
-                          "rlimits": sb.rlimits(), "work": str(work), "inputs": str(inputs),
+                          "rlimits": sb.rlimits(), "uid": uid, "gid": gid, "work": str(work), "inputs": str(inputs),
                           "disk_bytes": sb.disk_mb * 2**20}
         return wrapped, kw
 
@@ -306,36 +324,49 @@ class SandboxedKernelManager(AsyncKernelManager):
     shutdown_kernel = _async_shutdown_kernel
 
     def abort(self) -> None:
-        """Kill the kernel and everything in its cgroup now (the watchdog: no waiting, no reading)."""
-        if self._cgroup is not None:
-            self._cgroup.destroy()
+        """Kill the kernel and everything in its cgroup now (the watchdog: no waiting, no reading),
+        and free its uid (the job's thread, stuck, may never reach ``teardown``)."""
+        emptied = self._cgroup.destroy() if self._cgroup is not None else False
         for proc in (self._warm_proc, getattr(self.provisioner, "process", None) if self.provisioner else None):
             try:
                 if proc is not None:
                     proc.kill()
             except Exception:  # noqa: BLE001
                 pass
+        self._release_uid(scan=not emptied)
+
+    def _release_uid(self, scan: bool = True) -> None:
+        """Free the kernel's uid; ``scan``: kill first whatever of the uid still runs (no cgroup, or
+        one that would not empty: all of the kernel is inside it, and only root moves a process out)."""
+        lease, self._uid_lease = self._uid_lease, None
+        if lease is not None:
+            lease.release(scan=scan)
 
     def teardown(self) -> None:
-        """Kill anything left in the kernel's cgroup, remember which limits it hit, remove the box."""
-        if self._cgroup is not None:
-            self.limit_events.update(self._cgroup.events())
-            self._cgroup.destroy()
-            self._cgroup = None
-        proc, self._warm_proc = self._warm_proc, None
-        ended = None
-        if proc is not None:
-            proc.kill()
-            ended = proc.wait(5) if proc.returncode is None else proc.returncode
-        if self._log_fh is not None:
-            self._log_fh.close()
-            self._log_fh = None
-        if self._box is not None:
-            self.kernel_log_tail = boxfs.read_tail(self._box / "run" / "kernel.log", 2000, trusted_prefix=str(self._box))
-            if ended is not None and ended < 0 and -ended in signal.Signals._value2member_map_:
-                self.kernel_log_tail += f"\n[mlbd: the kernel was ended by {signal.Signals(-ended).name}]"
-            shutil.rmtree(self._box, ignore_errors=True)
-            self._box = None
+        """Kill anything left in the kernel's cgroup, remember which limits it hit, remove the box,
+        free the kernel's uid."""
+        emptied = False
+        try:
+            if self._cgroup is not None:
+                self.limit_events.update(self._cgroup.events())
+                emptied = self._cgroup.destroy()
+                self._cgroup = None
+            proc, self._warm_proc = self._warm_proc, None
+            ended = None
+            if proc is not None:
+                proc.kill()
+                ended = proc.wait(5) if proc.returncode is None else proc.returncode
+            if self._log_fh is not None:
+                self._log_fh.close()
+                self._log_fh = None
+            if self._box is not None:
+                self.kernel_log_tail = boxfs.read_tail(self._box / "run" / "kernel.log", 2000, trusted_prefix=str(self._box))
+                if ended is not None and ended < 0 and -ended in signal.Signals._value2member_map_:
+                    self.kernel_log_tail += f"\n[mlbd: the kernel was ended by {signal.Signals(-ended).name}]"
+                shutil.rmtree(self._box, ignore_errors=True)
+                self._box = None
+        finally:
+            self._release_uid(scan=not emptied)
 
     def __del__(self):
         try:

@@ -5,7 +5,8 @@ A kernel runs as::
     sh -c 'echo $$ > <cgroup>/cgroup.procs …; exec "$@"'   (enter memory + pids cgroups)
       bwrap …            (new pid/net/ipc/uts namespaces, read-only system, private /tmp, one
                           writable box directory; no course directory, gradebook or exchange)
-        setpriv …        (uid/gid 65534, no capabilities, no_new_privs)
+        setpriv …        (the kernel's own uid/gid, leased from job_uid_first.. (uids.py); uid/gid
+                          65534 for all with job_uids = 0; no capabilities, no_new_privs)
           prlimit …      (file size, CPU seconds, open files, no core dumps)
             python -m ipykernel_launcher -f <box>/run/connection.json
 
@@ -44,8 +45,17 @@ class Sandbox(LoggingConfigurable):
 
     mode = Enum(["bwrap", "none"], "bwrap",
                 help="'bwrap': run kernels in a bubblewrap sandbox; 'none': unsandboxed (development only)").tag(config=True)
-    uid = Integer(65534, help="uid the kernel runs as inside the sandbox").tag(config=True)
-    gid = Integer(65534, help="gid the kernel runs as inside the sandbox").tag(config=True)
+    uid = Integer(65534, help="uid every kernel runs as inside the sandbox when job_uids is 0, and inside the "
+                              "user namespace of the rootless sandbox (not root)").tag(config=True)
+    gid = Integer(65534, help="gid that goes with uid").tag(config=True)
+    job_uids = Integer(0, min=0, help="with root: how many uids kernels may use, each running kernel its own "
+                                      "(uid and gid job_uid_first + n, leased for the kernel's life; see "
+                                      "mlbd.grading.uids), so that no kernel can signal another's processes or "
+                                      "read its files even past the namespaces; at least the kernels that run "
+                                      "at once on this host (every grading process together). 0: every kernel "
+                                      "runs as uid/gid. The range must hold no account of /etc/passwd, and must be "
+                                      "mapped where the grader runs in a user namespace (a container)").tag(config=True)
+    job_uid_first = Integer(2_000_000_000, min=1, help="first uid (and gid) of the job_uids range").tag(config=True)
     memory_mb = Integer(2048, help="memory limit of one kernel and its children (cgroup), MiB").tag(config=True)
     pids_max = Integer(128, help="processes + threads one kernel may have (cgroup pids)").tag(config=True)
     file_size_mb = Integer(64, help="largest file the kernel may write (RLIMIT_FSIZE), MiB").tag(config=True)
@@ -124,8 +134,9 @@ class Sandbox(LoggingConfigurable):
                         "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
                 env.setdefault(var, str(self.threads))
         if home:
-            env.update({"HOME": home, "MPLCONFIGDIR": "/tmp/mpl", "XDG_CACHE_HOME": "/tmp/cache",
-                        "JUPYTER_RUNTIME_DIR": "/tmp/jupyter", "IPYTHONDIR": "/tmp/ipython"})
+            # USER/LOGNAME: a leased uid has no /etc/passwd entry (getpass.getuser() reads these first)
+            env.update({"HOME": home, "USER": "student", "LOGNAME": "student", "MPLCONFIGDIR": "/tmp/mpl",
+                        "XDG_CACHE_HOME": "/tmp/cache", "JUPYTER_RUNTIME_DIR": "/tmp/jupyter", "IPYTHONDIR": "/tmp/ipython"})
         env.update({k: str(v) for k, v in self.env.items()})
         if job:
             env.update({k: str(v) for k, v in self.job_env.items()})
@@ -198,12 +209,18 @@ class Sandbox(LoggingConfigurable):
             limits.update(RLIMIT_DATA=[self.memory_mb * 2**20] * 2, RLIMIT_NPROC=[nproc, nproc])
         return limits
 
-    def drop_args(self) -> list[str]:
+    def drop_args(self, uid: int, gid: int) -> list[str]:
+        """setpriv to ``uid``/``gid`` (the kernel's lease, or ``uid``/``gid``), then prlimit."""
         prlimit = ["prlimit", *(f"--{name[7:].lower()}={soft}:{hard}" for name, (soft, hard) in self.rlimits().items()), "--"]
         if self.rootless:   # bwrap already set no_new_privs and dropped every capability
             return prlimit
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--no-new-privs",
+        return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs",
                 "--inh-caps=-all", "--bounding-set=-all", "--", *prlimit]
+
+    @property
+    def per_job_uids(self) -> bool:
+        """Whether each kernel gets a uid of its own (root, sandboxed, ``job_uids`` > 0)."""
+        return self.mode != "none" and not self.rootless and self.job_uids > 0
 
     def check(self) -> None:
         """Raise ``RuntimeError`` with a one-line reason when the sandbox cannot work here."""
@@ -220,6 +237,10 @@ class Sandbox(LoggingConfigurable):
         if self.rootless and not _userns_works(self.bwrap):
             raise RuntimeError("not root and this kernel refuses unprivileged user namespaces, so bubblewrap cannot "
                                "sandbox: run the grader as root (or in the grader image), or --sandbox none")
+        if self.per_job_uids:
+            problem = _uid_range_problem(self.job_uid_first, self.job_uids)
+            if problem:
+                raise RuntimeError(f"c.Sandbox.job_uid_first/job_uids: {problem}")
 
 
 _userns: dict[str, bool] = {}
@@ -233,6 +254,35 @@ def _userns_works(bwrap: str) -> bool:
         except (OSError, subprocess.TimeoutExpired):
             _userns[bwrap] = False
     return _userns[bwrap]
+
+
+_uid_ranges: dict[tuple[int, int], str] = {}
+
+
+def _uid_range_problem(first: int, count: int) -> str:
+    """Why kernels cannot run as uids and gids ``first .. first + count - 1`` here ('' when they can)."""
+    key = (first, count)
+    if key not in _uid_ranges:
+        last = first + count - 1
+        problem = ""
+        if first < 1 or last >= 2**32 - 1:
+            problem = f"uids {first}..{last} are not valid uids"
+        for kind in ("uid", "gid"):
+            try:
+                rows = [[int(x) for x in line.split()] for line in Path(f"/proc/self/{kind}_map").read_text().splitlines()]
+            except (OSError, ValueError):
+                continue
+            if not problem and not any(lo <= first and last < lo + n for lo, _, n in rows):
+                problem = f"{kind}s {first}..{last} are not mapped in this user namespace (/proc/self/{kind}_map)"
+        if not problem:
+            import grp
+            import pwd
+            taken = [f"{e.pw_name} ({e.pw_uid})" for e in pwd.getpwall() if first <= e.pw_uid <= last]
+            taken += [f"group {e.gr_name} ({e.gr_gid})" for e in grp.getgrall() if first <= e.gr_gid <= last]
+            if taken:
+                problem = f"{first}..{last} holds accounts of this host: {', '.join(taken[:5])}"
+        _uid_ranges[key] = problem
+    return _uid_ranges[key]
 
 
 def _processes_of(uid: int) -> int:

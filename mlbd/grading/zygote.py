@@ -246,15 +246,15 @@ class Zygote:
         return self.proc.poll() is None
 
     def spawn(self, *, box: str | None, keep: list, cwd: str, log: str, env: dict, argv: list[str], tmp_dirs: list[str],
-              rlimits: dict[str, list[int]], work: str | None = None, inputs: str | None = None,
+              rlimits: dict[str, list[int]], uid: int, gid: int, work: str | None = None, inputs: str | None = None,
               disk_bytes: int = 0) -> WarmProcess:
-        """Fork a kernel that waits; call ``release`` once it is inside its cgroup. ``work`` becomes a
+        """Fork a kernel that waits; call ``release`` once it is inside its cgroup. It runs as ``uid``/``gid``
+        (its own lease: not part of this zygote's settings, which every job shares). ``work`` becomes a
         tmpfs of ``disk_bytes`` filled from ``inputs``."""
-        sb = self.sandbox
         name = _tag("k")
         with self.lock:
-            self._send({"op": "spawn", "box": box, "keep": keep, "cwd": cwd, "log": log, "env": env, "argv": argv, "uid": sb.uid,
-                        "gid": sb.gid, "tmp_dirs": tmp_dirs, "rlimits": rlimits, "name": name, "work": work,
+            self._send({"op": "spawn", "box": box, "keep": keep, "cwd": cwd, "log": log, "env": env, "argv": argv, "uid": uid,
+                        "gid": gid, "tmp_dirs": tmp_dirs, "rlimits": rlimits, "name": name, "work": work,
                         "inputs": inputs, "disk_bytes": disk_bytes})
             ns_pid = int(self._read_until("spawned", timeout=30)["spawned"])
         host = None if self.boxed else ns_pid
@@ -297,7 +297,8 @@ _failed: dict[str, str] = {}
 
 
 def _key(sb: Sandbox) -> str:
-    return json.dumps([sb.mode, sb.uid, sb.gid, sb.threads, sorted(sb.preload), sorted(sb.ro_binds), sb.env,
+    # no uid: the zygote forks the kernels of every job, each as the uid ``spawn`` is given
+    return json.dumps([sb.mode, sb.threads, sorted(sb.preload), sorted(sb.ro_binds), sb.env,
                        sorted(sb.env_passthrough), sb.runtime_dir, sb.bwrap, os.getpid()], sort_keys=True)
 
 

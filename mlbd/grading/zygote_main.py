@@ -10,8 +10,10 @@ Isolation of each forked kernel (done here, before any student code runs):
     worker too); fresh private tmpfs on /tmp and /dev/shm, with only its own box bound back in (not
     the other boxes of this zygote); its work dir a tmpfs of the disk quota, filled from the box's
     read-only inputs; the seccomp filter bwrap gave the zygote (no kernel keyring);
-    rlimits (file size, CPU, open files, no core); setgroups/setgid/setuid to the sandbox uid, which
-    clears every capability; no_new_privs; a clean environment; its own session.
+    rlimits (file size, CPU, open files, no core); setgroups/setgid/setuid to the uid and gid the
+    spawn request names (the kernel's own, leased by the trusted side with ``c.Sandbox.job_uids``;
+    else ``c.Sandbox.uid``, 65534), which clears every capability; no_new_privs; a clean
+    environment; its own session.
 The trusted side moves the child into its own memory/pids cgroup *before* releasing it (``go``),
 so limits hold from the first student instruction. The zygote itself never sees a notebook: hidden
 tests travel to the kernel over ZMQ, not through here.
