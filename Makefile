@@ -9,7 +9,7 @@ ASSIGNMENT ?= lecture01
 CHP_VERSION ?= 4.6.3
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps hub-deps test test-unit test-fast demo build lock clean hub hub-stop hub-restart
+.PHONY: install system-deps hub-deps test test-unit test-fast demo build lock clean hub hub-stop hub-restart labextension
 
 # Debian packages the tests and the sandbox need (skipped when present or not root).
 system-deps:
@@ -68,6 +68,15 @@ demo: install
 
 build: install
 	$(VENV)/bin/mlbd build
+
+# Rebuild the students' JupyterLab extension (mlbd/hub/labextension: due dates in the Assignment List)
+# into mlbd/hub/labextensions/, which is committed: `make install` and the hub never need npm for it.
+LABEXT_BUILD := /tmp/mlbd-labextension-build
+labextension: install
+	rm -rf $(LABEXT_BUILD) && mkdir -p $(LABEXT_BUILD) && cp -r mlbd/hub/labextension/. $(LABEXT_BUILD)/
+	cd $(LABEXT_BUILD) && npm install --no-audit --no-fund --silent && \
+	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH jupyter labextension build --development False . >/dev/null
+	rm -rf mlbd/hub/labextensions/mlbd-deadlines && cp -r $(LABEXT_BUILD)/dist/mlbd-deadlines mlbd/hub/labextensions/
 
 # Re-resolve the pinned stack after changing pyproject.toml.
 lock:

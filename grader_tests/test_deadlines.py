@@ -90,3 +90,31 @@ def test_students_are_told_the_due_date_and_the_policy():
     assert "Tuesday 22 June 2027, 17:00 (Europe/London)" in text
     assert "10%" in text and "50%" in text and "exchange received" in text
     assert Deadlines(config=cfg).notice("a2", LatePenalty()) is None
+
+
+@pytest.mark.unit
+def test_the_assignment_list_reads_the_due_date_back_from_the_release(tmp_path):
+    """The students' Assignment List shows the due date: the exchange's list reads it from the
+    DEADLINE.md release wrote, in words and as UTC; a release without one (or a link) gives none."""
+    from nbgrader.auth import Authenticator
+    from nbgrader.coursedir import CourseDirectory
+
+    from mlbd.hub.exchange import DEADLINE_FILE, PrivateList
+
+    cfg = Config()
+    cfg.Deadlines.due = {"a1": "2027-06-22 17:00"}
+    cfg.Deadlines.timezone = "Europe/London"
+    for name in ("a1", "a2", "a3"):
+        (tmp_path / "ex" / "c1" / "outbound" / name).mkdir(parents=True)
+    (tmp_path / "ex" / "c1" / "outbound" / "a1" / DEADLINE_FILE).write_text(Deadlines(config=cfg).notice("a1", LatePenalty()))
+    (tmp_path / "ex" / "c1" / "outbound" / "a3" / DEADLINE_FILE).symlink_to(
+        tmp_path / "ex" / "c1" / "outbound" / "a1" / DEADLINE_FILE)
+    cfg.Exchange.root = str(tmp_path / "ex")
+    cfg.Exchange.assignment_dir = str(tmp_path / "home")
+    cfg.CourseDirectory.course_id = "c1"
+    (tmp_path / "home").mkdir()
+    got = {a["assignment_id"]: a for a in PrivateList(coursedir=CourseDirectory(config=cfg), authenticator=Authenticator(config=cfg),
+                                                     config=cfg).start()}
+    assert got["a1"]["due"] == "Tuesday 22 June 2027, 17:00 (Europe/London)"
+    assert got["a1"]["due_utc"] == "2027-06-22T16:00:00Z"
+    assert "due" not in got["a2"] and "due" not in got["a3"]

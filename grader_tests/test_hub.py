@@ -7,6 +7,7 @@ under its tmp dir (printed at the end).
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -36,6 +37,12 @@ def hub():
     proc = None
     try:
         launcher.prepare(s)
+        # lecture 1 due in ten days: released again with its DEADLINE.md (the Assignment List shows it)
+        s.due = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=10, minutes=5)  # type: ignore[attr-defined]
+        for cfg in (s.course_dir / "nbgrader_config.py", s.grading_config):
+            with open(cfg, "a") as fh:
+                fh.write(f"\nc.Deadlines.due = {{{ASSIGNMENT!r}: '{s.due:%Y-%m-%d %H:%M} UTC'}}\n")
+        launcher.release(s, ASSIGNMENT, force=True)
         t0 = time.monotonic()
         proc = launcher.start(s, background=True, timeout=180)
         s.started_in = time.monotonic() - t0  # type: ignore[attr-defined]
@@ -165,9 +172,14 @@ def test_browser_course_cycle(hub, browser, tmp_path):
     start_lab(page, hub, "ht_s1", shots)
     shots(page, "student1-lab")
     open_assignments(page)
+    # the due date, under the assignment's name (mlbd's labextension, from the exchange's list)
+    due = page.locator("#released_assignments_list .mlbd-due")
+    due.wait_for(timeout=60_000)
+    assert re.fullmatch(rf"Due \w+ \d+ \w+ \d{{4}}, \d\d:\d\d \(Europe/London\) · in (9|10) days", due.inner_text()), due.inner_text()
     shots(page, "student1-assignments")
     page.locator("#released_assignments_list button", has_text="Fetch").first.click()
     page.wait_for_selector("#fetched_assignments_list >> text=" + ASSIGNMENT, timeout=60_000)
+    page.locator("#fetched_assignments_list .mlbd-due").wait_for(timeout=60_000)
     shots(page, "student1-fetched")
 
     # 2. answers (saved through the server's contents API, as the editor saves), validates, submits

@@ -34,6 +34,26 @@ from traitlets import Dict, Float, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 
+# the machine-readable line of DEADLINE.md (an HTML comment: invisible where the file is rendered),
+# read back by the exchange's list (the students' Assignment List shows it)
+DUE_UTC_KEY = "due-utc:"
+
+
+def due_from_notice(text: str) -> tuple[str, datetime.datetime] | None:
+    """(the due date as the notice words it, the due date in naive UTC) from a DEADLINE.md's text,
+    or None when it has none."""
+    title = text.split("\n", 1)[0]
+    marker = text.rfind(f"<!-- {DUE_UTC_KEY} ")
+    if ": due " not in title or marker < 0:
+        return None
+    stamp = text[marker + len(DUE_UTC_KEY) + 6:].split(" ", 1)[0]
+    try:
+        due = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return title.split(": due ", 1)[1].strip(), due
+
+
 def parse_due(text: str, zone: str = "UTC") -> datetime.datetime:
     """A due date as nbgrader stores it (naive UTC): ``"2027-01-22 17:00[:00] [Zone]"`` or ISO 8601."""
     if len(text.split()) == 3:       # date, time, zone name or offset: nbgrader's own format
@@ -104,7 +124,8 @@ class Deadlines(LoggingConfigurable):
         return (f"# {assignment}: due {local:%A %d %B %Y, %H:%M} ({self.timezone})\n\n"
                 f"{policy.describe()}\n\nThe time that counts is when the exchange received your "
                 "submission (your last Submit), not the clock of your computer or the file you submit. "
-                "An extension agreed with the course staff moves your own due date.\n")
+                "An extension agreed with the course staff moves your own due date.\n\n"
+                f"<!-- {DUE_UTC_KEY} {due:%Y-%m-%dT%H:%M:%SZ} -->\n")
 
 
 class LatePenalty(LateSubmissionPlugin):

@@ -51,7 +51,7 @@ from traitlets import Integer
 from traitlets.config import Config, LoggingConfigurable
 
 from ..course import ACTIVE_CONTENT
-from ..deadlines import Deadlines, LatePenalty
+from ..deadlines import Deadlines, LatePenalty, due_from_notice
 from ..grading.boxfs import read_chunks
 
 INBOUND_MODE = 0o3733   # setgid + sticky, rwx for the course account, wx for others
@@ -245,7 +245,31 @@ class PrivateFetchFeedback(_TraversableRoot, default.ExchangeFetchFeedback):
 
 
 class PrivateList(_TraversableRoot, default.ExchangeList):
-    pass
+    """nbgrader's list, with each released assignment's due date (``due``: as ``DEADLINE.md`` words
+    it, ``due_utc``: ISO 8601) read from the release in the exchange, which the course account
+    wrote: what the students' Assignment List shows (``mlbd.hub.labextension``)."""
+
+    def parse_assignments(self):
+        assignments = super().parse_assignments()
+        for info in assignments:
+            due = self._due(info.get("course_id", ""), info.get("assignment_id", ""))
+            if due is not None:
+                info["due"], info["due_utc"] = due[0], due[1].strftime("%Y-%m-%dT%H:%M:%SZ")
+        return assignments
+
+    def _due(self, course_id: str, assignment_id: str):
+        path = os.path.join(self.root, course_id, "outbound", assignment_id, DEADLINE_FILE)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            text = os.read(fd, 8192).decode("utf-8", "replace")
+        finally:
+            os.close(fd)
+        return due_from_notice(text)
 
 
 class PrivateReleaseFeedback(_TraversableRoot, default.ExchangeReleaseFeedback):

@@ -38,6 +38,9 @@ STAFF_OFF = ["@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:course-list"]  #
 # and memory in each of their servers, so the rest is off for them (the language-server proxy, the
 # jupytext pairing, the Notebook 7 interface; see README "Hub tests and load").
 STUDENT_LAB_OFF = ["@jupyter-notebook/lab-extension", "jupyterlab-jupytext"]  # their server side is off
+# mlbd's own prebuilt JupyterLab extensions (mlbd/hub/labextension, `make labextension`): each
+# assignment's due date in the Assignment List.
+LABEXTENSIONS = Path(__file__).resolve().parent / "labextensions"
 SERVER_EXTENSIONS = {
     "student": {"nbgrader.server_extensions.formgrader": False, "nbgrader.server_extensions.course_list": False,
                 "jupyter_lsp": False, "jupyterlab_jupytext": False, "notebook": False, "notebook_shim": False},
@@ -80,7 +83,8 @@ def write_config_dirs(s: HubSettings) -> None:
         d = _mkdir(s.etc / role, 0o755)
         (d / "nbgrader_config.py").write_text(nbgrader_cfg)
         (d / "jupyter_server_config.json").write_text(json.dumps(
-            {"ServerApp": {"jpserver_extensions": SERVER_EXTENSIONS[role]}}, indent=1))
+            {"ServerApp": {"jpserver_extensions": SERVER_EXTENSIONS[role]},
+             "LabApp": {"extra_labextensions_path": [str(LABEXTENSIONS)]}}, indent=1))
         _mkdir(d / "labconfig", 0o755)
         (d / "labconfig" / "page_config.json").write_text(json.dumps(
             {"disabledExtensions": {ext: True for ext in disabled[role]}}, indent=1))
