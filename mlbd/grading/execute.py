@@ -31,9 +31,11 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from traitlets.config import Config
 
+from ..course import ACTIVE_CONTENT
 from . import boxfs
 from .kernel import SandboxedKernelManager
 from .outputs import BoundedOutputs
+from .prepare import EXCHANGE_FILES
 from .protocol import Job, JobNotebook, JobOutcome, NotebookOutcome, fail_cell, grader_error, mark_grader_error
 from .sandbox import Sandbox
 
@@ -204,11 +206,10 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
     for j in code:
         if (grader_error(nb.cells[j]) or {}).get("kind") == "timeout":
             notes.append(f"{_label(nb, j)}: the cell ran longer than {timeout} s and was interrupted")
-    for km in kms:
-        dropped = getattr(getattr(km, "harvest", None), "dropped", None)
-        if dropped:
-            notes.append("files the notebook wrote that were not kept: " + ", ".join(dropped[:10])
-                         + (f" (+{len(dropped) - 10})" if len(dropped) > 10 else ""))
+    dropped = max((len(getattr(getattr(km, "harvest", None), "dropped", None) or []) for km in kms), default=0)
+    if dropped:     # not their names: the kernel chose them after it saw the hidden tests
+        notes.append(f"{dropped} file(s) the notebook wrote were not kept (links, FIFOs, devices, nested too deep, "
+                     f"or past the limits of {sandbox.side_effect_files} files / {sandbox.side_effect_mb} MiB)")
     if limits.get("disk"):          # the box's filesystem was full when the grader took its files
         notes.append(disk_note(sandbox))
     return NotebookOutcome("", notes=notes, restarts=restarts, limits=limits, warm=warm,
@@ -233,6 +234,12 @@ def execute_job(job: Job) -> JobOutcome:
         for spec in job.notebooks:
             out.notebooks.append(_execute_notebook(spec, cfg, sandbox, workdir, job.timeout))
         out.files = _written(workdir, job.files, sandbox)
+        active = sorted(rel for rel in out.files if os.path.splitext(rel)[1].lower() in ACTIVE_CONTENT)
+        for rel in active:     # the formgrader serves autograded/ from the hub's address
+            del out.files[rel]
+        if active and out.notebooks:
+            out.notebooks[-1].notes.append(f"{len(active)} page or script file(s) the notebook wrote (.html, .svg, "
+                                           ".js ...) were not kept: the formgrader would serve them as the grader")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     out.seconds = time.perf_counter() - start
@@ -263,7 +270,8 @@ def _written(workdir: str, given: dict[str, bytes], sandbox: Sandbox) -> dict[st
                             + sum(map(len, given.values())), skip=lambda rel: rel.endswith(".ipynb"))
     finally:
         os.close(fd)
-    return {rel: data for rel, data in got.files.items() if given.get(rel) != data}
+    # the exchange's files (timestamp.txt ...) in autograded/ are the submission's, not the kernel's
+    return {rel: data for rel, data in got.files.items() if given.get(rel) != data and rel not in EXCHANGE_FILES}
 
 
 def _with_watchdog(fn, seconds: float, kms: list):

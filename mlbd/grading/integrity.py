@@ -184,16 +184,132 @@ def _{nonce}():
             if f is None or not genuine(f, d):
                 bad.append("pandas.testing." + name)
     r["patched_helpers"] = bad
+    import inspect, types
+    ns, chk, shadowed = ip.user_ns, json.loads({checks}), []
+    for n, (m, a) in chk["bind"].items():
+        mod = sys.modules.get(m)
+        if mod is None or n not in ns:
+            continue
+        want = mod if a is None else getattr(mod, a, ns[n])
+        if (a is None or isinstance(want, (type, types.FunctionType, types.BuiltinFunctionType))) and ns[n] is not want:
+            shadowed.append(n)
+    for n in chk["builtins"]:
+        if n in ns and ns[n] is not getattr(builtins, n, None):
+            shadowed.append(n)
+    for n, text in chk["defs"].items():
+        if n in ns:
+            try:
+                import ast, textwrap
+                same = ast.dump(ast.parse(textwrap.dedent(inspect.getsource(ns[n])))) == ast.dump(ast.parse(text))
+            except (TypeError, OSError, SyntaxError):
+                same = False
+            if not same:
+                shadowed.append(n)
+    r["shadowed"] = sorted(shadowed)
+    # library code the tests import, patched in place (LogisticRegression.score, a mixin's method,
+    # a module's function): every function reachable from those names must come from a library or
+    # from its own package, not from a notebook cell
+    def own_dir(modname):
+        top = sys.modules.get(str(modname).split(".")[0])
+        f = getattr(top, "__file__", None)
+        return (os.path.dirname(f),) if f else ()
+    def foreign(f, owner):
+        f = getattr(f, "__func__", f)
+        code = getattr(f, "__code__", None)
+        if not isinstance(code, types.CodeType):
+            return False
+        name = code.co_filename
+        return not (name.startswith("<") or name.startswith(libs + own_dir(owner)))
+    patched = []
+    for n, (m, a) in chk["bind"].items():
+        try:
+            mod = sys.modules.get(m)
+            obj = mod if a is None else getattr(mod, a, None) if mod is not None else None
+            if isinstance(obj, types.ModuleType):
+                patched += [m + "." + k for k, v in list(vars(obj).items()) if isinstance(v, types.FunctionType)
+                            and foreign(v, m)]
+            elif isinstance(obj, type):
+                for klass in obj.__mro__[:-1]:
+                    for k, v in list(vars(klass).items()):
+                        fs = [v.fget, v.fset] if isinstance(v, property) else [v]
+                        if any(foreign(f, klass.__module__) for f in fs):
+                            patched.append(f"{{klass.__module__}}.{{klass.__qualname__}}.{{k}}")
+            elif isinstance(obj, types.FunctionType) and foreign(obj, m):
+                patched.append(m + "." + a)
+        except Exception:  # a class the checks cannot walk: no finding
+            pass
+    r["patched_library"] = sorted(set(patched))[:20]
     print("{nonce}" + json.dumps(r, sort_keys=True))
 _{nonce}()
 del _{nonce}
 '''
 
 
-def probe_cell(nonce: str, which: str) -> nbformat.NotebookNode:
-    cell = nbformat.v4.new_code_cell(PROBE.format(nonce=nonce).strip())
+def probe_cell(nonce: str, which: str, checks: dict | None = None) -> nbformat.NotebookNode:
+    checks = checks or {"bind": {}, "builtins": [], "defs": {}}
+    cell = nbformat.v4.new_code_cell(PROBE.format(nonce=nonce, checks=repr(json.dumps(checks))).strip())
     cell.metadata[MARK] = {"probe": which, "nonce": nonce}
     return cell
+
+
+def _trusted_code(cell) -> bool:
+    """A code cell the student cannot change: locked, or an autograded test (both restored from the gradebook)."""
+    md = cell.metadata.get("nbgrader", {})
+    return cell.cell_type == "code" and (md.get("locked") or (md.get("grade") and not md.get("solution")))
+
+
+def _body(source: str) -> list:
+    try:
+        return ast.parse(source).body
+    except SyntaxError:      # magics
+        return []
+
+
+_MANAGED = {"_", "input", "raw_input", "display", "get_ipython", "help", "exit", "quit", "copyright", "credits",
+            "license", "execfile", "runfile", "dreload"}
+
+
+def binding_checks(nb: nbformat.NotebookNode) -> dict:
+    """What the probes check in the notebook's namespace: the names the locked and test cells import
+    (``bind``: name → [module, attribute or None]), the built-in names the tests call (``builtins``)
+    and the functions locked cells define (``defs``: name → source). A student cell that rebinds
+    one (``np`` to a copy of numpy whose ``allclose`` says yes, a global ``abs``) changes what a
+    hidden test computes without any hook, and every canary still fails as it should."""
+    bind: dict[str, list | None] = {}
+    defs: dict[str, str | None] = {}
+    used: set[str] = set()       # loaded by any locked or test cell
+    in_tests: set[str] = set()   # loaded by a test cell
+    assigned: set[str] = set()
+    import builtins as _b
+    for cell in nb.cells:
+        if not _trusted_code(cell):
+            continue
+        md = cell.metadata.get("nbgrader", {})
+        test = md.get("grade") and not md.get("solution")
+        body = _body(cell.source)
+        for stmt in body:
+            pairs = []
+            if isinstance(stmt, ast.Import):
+                pairs = [(a.asname or a.name.split(".")[0], [a.name if a.asname else a.name.split(".")[0], None])
+                         for a in stmt.names]
+            elif isinstance(stmt, ast.ImportFrom) and stmt.module and not stmt.level:
+                pairs = [(a.asname or a.name, [stmt.module, a.name]) for a in stmt.names if a.name != "*"]
+            elif isinstance(stmt, ast.FunctionDef) and not stmt.decorator_list:
+                text = ast.get_source_segment(cell.source, stmt)
+                defs[stmt.name] = text.strip() if stmt.name not in defs and text else None
+            for name, target in pairs:
+                bind[name] = target if bind.get(name, target) == target else None
+        for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                used.add(node.id)
+                if test:
+                    in_tests.add(node.id)
+            elif isinstance(node, ast.Name):
+                assigned.add(node.id)
+    builtin = sorted(n for n in in_tests if n in vars(_b) and n not in _MANAGED and n not in assigned and n not in bind
+                     and not n.startswith("__"))
+    return {"bind": {k: v for k, v in bind.items() if v and k not in defs and k in used},
+            "builtins": builtin, "defs": {k: v for k, v in defs.items() if v and k not in bind and k in used}}
 
 
 # Statements that change state when a cell runs twice: a canary with them runs after the test.
@@ -223,6 +339,7 @@ def add_checks(nb: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
     changes nothing; ``seed`` is mixed with a secret, so a student cannot derive the order."""
     rng = random.Random(f"{seed}/{secrets.token_hex(16)}")
     nonce = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12))
+    checks = binding_checks(nb)
     cells = [probe_cell(nonce, "first")]
     for cell in nb.cells:
         md = cell.metadata.get("nbgrader", {})
@@ -232,7 +349,7 @@ def add_checks(nb: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
             cells += [canary, cell] if first else [cell, canary]
         else:
             cells.append(cell)
-    cells.append(probe_cell(nonce, "last"))
+    cells.append(probe_cell(nonce, "last", checks))
     nb.cells = cells
     return nb
 
@@ -242,11 +359,13 @@ def _probe_report(cell) -> dict | None:
     for out in cell.get("outputs", []):
         if out.get("output_type") == "stream" and out.get("name") == "stdout":
             for line in out.get("text", "").splitlines():
-                if line.startswith(nonce):
+                at = line.find(nonce)       # a thread's print may have started the line
+                if at >= 0:
                     try:
-                        return json.loads(line[len(nonce):])
+                        report = json.JSONDecoder().raw_decode(line[at + len(nonce):])[0]
                     except ValueError:
                         return None
+                    return report if isinstance(report, dict) else None
     return None
 
 
@@ -278,6 +397,8 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
     first = last = None
     kept = []
     canaries = passed = 0
+    shadowed: set[str] = set()
+    patched: set[str] = set()
     for cell in nb.cells:
         meta = cell.metadata.get(MARK)
         if not is_check(cell):
@@ -290,9 +411,15 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
             first = _probe_report(cell)
         elif meta.get("probe") == "last":
             last = _probe_report(cell)
+            shadowed.update((last or {}).get("shadowed") or [])
+            patched.update((last or {}).get("patched_library") or [])
             if last is None and grader_error(cell) is None:
                 strong.append("the integrity probe after the last cell produced no report (output hijacked)"
                               if not _failed(cell) else "the integrity probe after the last cell failed in the kernel")
+    if patched:
+        strong.append("library code the tests use is patched by the notebook: " + ", ".join(sorted(map(str, patched))[:8]))
+    if shadowed:
+        strong.append("names the tests use are rebound by the notebook: " + ", ".join(sorted(map(str, shadowed))[:8]))
     if passed:
         strong.append(f"failures are swallowed: {passed} of {canaries} copies of test cells that must fail passed")
     if first is not None and last is not None:

@@ -9,6 +9,7 @@ nbclient's Output-widget emulation raised on a malformed comm, failing the whole
 from __future__ import annotations
 
 import copy
+import json
 
 import nbformat
 from traitlets import Bool, HasTraits, Integer
@@ -16,8 +17,19 @@ from traitlets import Bool, HasTraits, Integer
 TRUNCATED = "\n[mlbd: output truncated: this {what} exceeded {limit} bytes]\n"
 
 
+OUTPUT_OVERHEAD = 64     # bytes an output costs in the notebook however empty it is
+
+
 def content_size(content: dict) -> int:
-    n = 0
+    """What an output message will weigh in the notebook: its text, data, traceback and metadata
+    (any JSON the kernel chose), plus a fixed cost, so a flood of empty outputs is bounded too."""
+    n = OUTPUT_OVERHEAD
+    meta = content.get("metadata")
+    if meta:
+        try:
+            n += len(json.dumps(meta, default=str))
+        except (TypeError, ValueError, RecursionError):
+            n += 10**9
     for key in ("text", "evalue", "ename"):
         v = content.get(key)
         if isinstance(v, str):
@@ -61,8 +73,9 @@ class BoundedOutputs(HasTraits):
                 size = room
             elif msg["msg_type"] == "error":   # always keep the failure itself, shortened
                 msg = copy.copy(msg)
-                msg["content"] = dict(content, evalue=str(content.get("evalue", ""))[:2000], traceback=[])
-                size = len(msg["content"]["evalue"])
+                msg["content"] = dict(content, evalue=str(content.get("evalue", ""))[:2000], traceback=[],
+                                      ename=str(content.get("ename", "Error"))[:200])
+                size = len(msg["content"]["evalue"]) + len(msg["content"]["ename"])
             else:
                 size = 0
             out = super().output(outs, msg, display_id, cell_index) if size else None
@@ -77,8 +90,26 @@ class BoundedOutputs(HasTraits):
         self.total_bytes += size
         return super().output(outs, msg, display_id, cell_index)
 
+    def process_message(self, msg, cell, cell_index):
+        self.running_cell = cell_index
+        return super().process_message(msg, cell, cell_index)
+
     def _update_display_id(self, display_id, msg):
-        """``update_display_data`` replaces an output in place, past ``output()``: bound it too."""
+        """``update_display_data`` (or a display with a display id used before) replaces outputs in
+        place, past ``output()``: bound it too. Only outputs of the cell that is running change: an
+        earlier cell's output, made before the kernel saw any hidden test and shown in feedback as
+        such, must not take what a later cell writes."""
+        full = self._display_id_map.get(display_id)
+        if full is None:
+            return None
+        here = {i: v for i, v in full.items() if i == getattr(self, "running_cell", None)}
+        self._display_id_map[display_id] = here
+        try:
+            return self._bounded_update(display_id, msg)
+        finally:
+            self._display_id_map[display_id] = full
+
+    def _bounded_update(self, display_id, msg):
         cells = list(self._display_id_map.get(display_id, {}))
         size = content_size(msg.get("content", {}))
         grown = size - self.display_bytes.get(display_id, 0)
