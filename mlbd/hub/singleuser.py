@@ -8,6 +8,8 @@ started lighter. `mlbd bench hub` measures what this saves on every spawn.
 - glibc gives each thread that allocates its own malloc arena; the server's few threads then hold
   memory they no longer use. Two arenas are enough for an idle server (set with ``mallopt`` here,
   not through ``MALLOC_ARENA_MAX``, so the students' kernels keep glibc's default).
+- Its kernels are managed by mlbd.hub.kernels.NoticeKernelManager: a kernel restarted after the
+  server's memory limit stopped it tells the student so in its first cell's output.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import ctypes
 import sys
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter
+KERNEL_MANAGER = "--MappingKernelManager.kernel_manager_class=mlbd.hub.kernels.NoticeKernelManager"
 
 
 def _limit_malloc_arenas(n: int = 2) -> None:
@@ -27,6 +30,8 @@ def _limit_malloc_arenas(n: int = 2) -> None:
 def main() -> int:
     sys.modules.setdefault("rfc3987_syntax", None)  # `import rfc3987_syntax` now raises ImportError
     _limit_malloc_arenas()
+    if not any("KernelManager.kernel_manager_class=" in arg for arg in sys.argv[1:]):
+        sys.argv[1:1] = [KERNEL_MANAGER]  # not twice: traitlets refuses an option given twice
     from jupyterhub.singleuser import main as singleuser
 
     return singleuser()

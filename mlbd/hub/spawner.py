@@ -2,6 +2,7 @@
 and the profile's limits enforced by a cgroup per server."""
 from __future__ import annotations
 
+import asyncio
 import html
 import os
 import random
@@ -12,11 +13,12 @@ from typing import ClassVar
 from jupyterhub import orm
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
-from traitlets import Bool, Dict, Integer, List, Tuple, Unicode
+from traitlets import Bool, Dict, Float, Integer, List, Tuple, Unicode
 
 from mlbd.variant import Variants
 from mlbd.grading import cgroups
 
+from . import memwatch
 from . import profiles as prof
 
 
@@ -38,9 +40,11 @@ class CourseSpawner(LocalProcessSpawner):
     traits, as KubeSpawner applies ``kubespawner_override``; the server then starts inside its own
     cgroup (mlbd.grading.cgroups, as the grader's kernels) with that memory, that CPU quota and
     ``pids_limit`` processes, entered before the server's first instruction. The kernel of a memory
-    bomb is killed by the kernel's OOM killer (Jupyter restarts it: "the kernel appears to have
-    died"), a fork loop gets EAGAIN, and the hub and other users' servers are untouched. Stopping
-    the server kills whatever is left in its cgroup (orphaned kernels included).
+    bomb is killed by the kernel's OOM killer or, when the cgroup is stuck thrashing at its limit
+    for ``memwatch_grace`` seconds first, by the hub (mlbd.hub.memwatch: the largest process but
+    the server); Jupyter restarts it and the new kernel's first cell says why
+    (mlbd.hub.kernels). A fork loop gets EAGAIN, and the hub and other users' servers are
+    untouched. Stopping the server kills whatever is left in its cgroup (orphaned kernels included).
     """
 
     profiles = List(help="singleuser.profileList entries (see mlbd.hub.profiles)").tag(config=True)
@@ -54,6 +58,11 @@ class CourseSpawner(LocalProcessSpawner):
     enforce_limits = Bool(True, help="run each server in a cgroup with its profile's limits; when the host "
                                      "has no writable cgroup hierarchy the server does not start").tag(config=True)
     cgroup_dirs = List(Unicode(), help="the running server's cgroup directories (kept across hub restarts)")
+    memwatch_grace = Float(2.0, help="seconds a server's cgroup may thrash at its memory limit before the "
+                                     "hub kills its largest process other than the server; 0: never").tag(config=True)
+    kill_record_dir = Unicode("/run/mlbd-hub/memory-kills",
+                              help="where the hub records the processes it killed, one file per server, "
+                                   "for the server to tell the student (made 0755, root's)").tag(config=True)
     course_id = Unicode("", help="the course whose variant keys the servers get (mlbd.variant)").tag(config=True)
     variant_secret_file = Unicode(
         "", help="the course's variant secret (c.Variants.secret_file of the course copy, absolute): each "
@@ -113,12 +122,26 @@ class CourseSpawner(LocalProcessSpawner):
         p = self.profile()
         if p:
             env["MLBD_PROFILE"] = p["slug"]
+            env["MLBD_PROFILE_NAME"] = p.get("display_name", p["slug"])
             env.update({k: str(v) for k, v in p.get("kubespawner_override", {}).get("environment", {}).items()})
             if not prof.wants_gpu(p):
                 env["CUDA_VISIBLE_DEVICES"] = ""
         env.setdefault("MPLBACKEND", "Agg")
         env.setdefault("MLBD_OFFLINE", "1")
         env.update(self.variant_env())
+        env.update(self.memory_env())
+        return env
+
+    def memory_env(self) -> dict[str, str]:
+        """Where the server finds why a kernel died (mlbd.hub.kernels): its memory cgroup (the OOM
+        killer's count) and the hub's kill record."""
+        env = {}
+        d = self._memory_dir()
+        if d:
+            env["MLBD_MEMORY_CGROUP"] = str(d)
+        record = self._kill_record()
+        if record:
+            env["MLBD_KILL_RECORD"] = str(record)
         return env
 
     def variant_env(self) -> dict[str, str]:
@@ -171,6 +194,42 @@ class CourseSpawner(LocalProcessSpawner):
             return None
         return cgroups.Cgroup(cgroups.version(), [Path(d) for d in self.cgroup_dirs])
 
+    def _memory_dir(self) -> Path | None:
+        for d in map(Path, self.cgroup_dirs):
+            if (d / "memory.limit_in_bytes").exists() or (d / "memory.max").exists():
+                return d
+        return None
+
+    def _kill_record(self) -> Path | None:
+        """The file the hub's memory watcher appends the pids it kills to (one per server cgroup)."""
+        if not self.cgroup_dirs or not self.kill_record_dir:
+            return None
+        d = memwatch.record_dir(self.kill_record_dir)
+        return d / Path(self.cgroup_dirs[0]).name if d else None
+
+    def _forget_kills(self) -> None:
+        record = self._kill_record()
+        if record:
+            record.unlink(missing_ok=True)
+
+    def _watch_memory(self) -> None:
+        """Start the hub's watch of the server's memory cgroup (after a start, or a hub restart)."""
+        if getattr(self, "_memwatch", None) and not self._memwatch.done():
+            return
+        d = self._memory_dir()
+        if not (d and self.pid and self.memwatch_grace > 0):
+            return
+        watch = memwatch.MemoryWatch(cgroups.version(), d, [Path(x) for x in self.cgroup_dirs], self.pid,
+                                     record=self._kill_record(), label=f"{self.user.name}'s server",
+                                     log=self.log, grace=self.memwatch_grace)
+        self._memwatch = asyncio.ensure_future(watch.run())
+
+    def _unwatch_memory(self) -> None:
+        task = getattr(self, "_memwatch", None)
+        if task:
+            task.cancel()
+        self._memwatch = None
+
     def _make_cgroup(self) -> None:
         if not self.enforce_limits:
             return
@@ -194,6 +253,7 @@ class CourseSpawner(LocalProcessSpawner):
             raise refusal(500, f"cannot limit {self.user.name}'s server: {exc}. Run the hub as root on a host "
                                "with cgroups, or set CourseSpawner.enforce_limits = False") from None
         self.cgroup_dirs = [str(d) for d in cg.dirs]
+        self._forget_kills()  # a previous server's kills are not this one's
         self.log.info("%s's server: cgroup %s, memory %d MiB, %s CPUs, %d processes", self.user.name, name,
                       mem // 2**20, self.cpu_limit or "unlimited", self.pids_limit)
 
@@ -221,13 +281,23 @@ class CourseSpawner(LocalProcessSpawner):
         self._make_cgroup()
         self.port = self.pick_port()
         try:
-            return await super().start()
+            url = await super().start()
         except BaseException:
             self._handed_out.discard(self.port)
             self._drop_cgroup()
             raise
+        self._watch_memory()
+        return url
+
+    async def poll(self):
+        status = await super().poll()
+        if status is None:
+            self._watch_memory()  # a server that outlived a hub restart is watched again
+        return status
 
     def _drop_cgroup(self) -> None:
+        self._unwatch_memory()
+        self._forget_kills()
         cg = self._cgroup()
         if cg:
             report = self.limit_report()
