@@ -238,8 +238,15 @@ def execute_with_answers(path: Path, wrong: list[WrongAnswer], right: list["Righ
     are unbound, the alternative runs, the later cells that use its names are recomputed, every
     test cell that uses them runs, and the reference is restored.
     """
-    from .mutants.runner import try_in_place   # the mutation runner's replace-and-test step
+    nb, cells = _answer_cells(path, wrong, right)
+    workdir.mkdir(parents=True, exist_ok=True)
+    client = notebook_client(nb, workdir, timeout)
+    with client.setup_kernel(env=kernel_env(student), cwd=str(workdir)):
+        return _answers_in_kernel(client, nb, cells, wrong, right)
 
+
+def _answer_cells(path: Path, wrong: list[WrongAnswer], right: list["RightAnswer"]):
+    """The instructor notebook and its cells by grade_id, every answer's cells checked to exist."""
     nb = nbformat.read(str(path), as_version=4)
     cells = {c.metadata.get("nbgrader", {}).get("grade_id"): (i, c) for i, c in enumerate(nb.cells)}
     for w in wrong:
@@ -249,33 +256,44 @@ def execute_with_answers(path: Path, wrong: list[WrongAnswer], right: list["Righ
     for r in right:
         if r.solution_id not in cells:
             raise KeyError(f"right answer at line {r.line}: no cell with grade_id {r.solution_id!r} in {path.name}")
+    return nb, cells
+
+
+def _run_all(client: NotebookClient, nb) -> float:
+    """Execute every code cell of ``nb`` in ``client``'s kernel, in order; returns the seconds."""
+    start = time.perf_counter()
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            client.execute_cell(cell, i)
+    return time.perf_counter() - start
+
+
+def _answers_in_kernel(client: NotebookClient, nb, cells: dict, wrong: list[WrongAnswer],
+                       right: list["RightAnswer"]) -> AnswerRun:
+    """``execute_with_answers``'s work in a kernel already started (``client``'s)."""
+    from .mutants.runner import try_in_place   # the mutation runner's replace-and-test step
+
     reference = copy.deepcopy(nb)   # nbclient writes outputs into the notebook it runs
-    workdir.mkdir(parents=True, exist_ok=True)
-    client = notebook_client(nb, workdir, timeout)
     wrong_results: dict[int, dict] = {}
     right_results: dict[int, dict] = {}
-    start = time.perf_counter()
-    with client.setup_kernel(env=kernel_env(student), cwd=str(workdir)):
-        for i, cell in enumerate(nb.cells):
-            if cell.cell_type == "code":
-                client.execute_cell(cell, i)
-        first = scored(copy.deepcopy(nb), time.perf_counter() - start)
-        for n, w in enumerate(wrong):
-            sol_index, sol_cell = cells[w.solution_id]
-            probe = nbformat.v4.new_code_cell(w.code)
-            client.execute_cell(probe, sol_index)
-            outcome = {"failed": [], "passed": [], "setup_error": error_text(probe) if cell_failed(probe) else ""}
-            for gid in w.must_fail:
-                idx, test_cell = cells[gid]
-                probe_test = nbformat.v4.new_code_cell(test_cell.source)
-                client.execute_cell(probe_test, idx)
-                (outcome["failed"] if cell_failed(probe_test) else outcome["passed"]).append(gid)
-            wrong_results[n] = outcome
-            restore = nbformat.v4.new_code_cell(sol_cell.source)
-            client.execute_cell(restore, sol_index)
-        for n, r in enumerate(right):
-            trial = try_in_place(client, reference, cells[r.solution_id][0], r.code)
-            right_results[n] = {"tests": trial.tests, "failed": trial.failed, "setup_error": trial.cell_error}
+    seconds = _run_all(client, nb)
+    first = scored(copy.deepcopy(nb), seconds)
+    for n, w in enumerate(wrong):
+        sol_index, sol_cell = cells[w.solution_id]
+        probe = nbformat.v4.new_code_cell(w.code)
+        client.execute_cell(probe, sol_index)
+        outcome = {"failed": [], "passed": [], "setup_error": error_text(probe) if cell_failed(probe) else ""}
+        for gid in w.must_fail:
+            idx, test_cell = cells[gid]
+            probe_test = nbformat.v4.new_code_cell(test_cell.source)
+            client.execute_cell(probe_test, idx)
+            (outcome["failed"] if cell_failed(probe_test) else outcome["passed"]).append(gid)
+        wrong_results[n] = outcome
+        restore = nbformat.v4.new_code_cell(sol_cell.source)
+        client.execute_cell(restore, sol_index)
+    for n, r in enumerate(right):
+        trial = try_in_place(client, reference, cells[r.solution_id][0], r.code)
+        right_results[n] = {"tests": trial.tests, "failed": trial.failed, "setup_error": trial.cell_error}
     return AnswerRun(first=first, wrong=wrong_results, right=right_results)
 
 
@@ -291,29 +309,72 @@ def restore_tests(source_nb: Path, student_nb: Path) -> None:
     nbformat.write(student, str(student_nb))
 
 
-def execute_blank(source_nb: Path, release_nb: Path, workdir: Path, timeout: int = 300,
-                  student: str | None = None) -> Execution:
-    """Run the released (blank) notebook with the instructor's tests put back (``restore_tests``),
-    in ``workdir``, as ``student``'s variant when given."""
+def blank_notebook(source_nb: Path, release_nb: Path, workdir: Path) -> Path:
+    """A copy of the released (blank) notebook in ``workdir`` with the instructor's tests put
+    back (``restore_tests``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     blank = workdir / source_nb.name
     shutil.copy(release_nb, blank)
     restore_tests(source_nb, blank)
-    return execute(blank, workdir, timeout, student)
+    return blank
+
+
+def execute_blank(source_nb: Path, release_nb: Path, workdir: Path, timeout: int = 300,
+                  student: str | None = None) -> Execution:
+    """Run the released (blank) notebook with the instructor's tests put back (``restore_tests``),
+    in ``workdir``, as ``student``'s variant when given."""
+    return execute(blank_notebook(source_nb, release_nb, workdir), workdir, timeout, student)
+
+
+# Between two notebooks in one kernel: the namespace, figures and working directory of a new
+# kernel; imported modules stay loaded (what makes the second notebook cheaper).
+_AFRESH = """\
+get_ipython().run_line_magic("reset", "-f")
+import gc, os, sys
+if "matplotlib.pyplot" in sys.modules:
+    sys.modules["matplotlib.pyplot"].close("all")
+os.chdir({workdir!r})
+del gc, os, sys
+"""
+
+
+def start_afresh(client: NotebookClient, nb, workdir: Path) -> None:
+    """Clear a warm kernel (``_AFRESH``) for the next notebook, ``nb``, which then runs in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cell = nbformat.v4.new_code_cell(_AFRESH.format(workdir=str(workdir)))
+    # nbclient stores each executed cell in its notebook at the index given: not in either notebook
+    client.nb = nbformat.v4.new_notebook(cells=[cell])
+    client.execute_cell(cell, 0)
+    if cell_failed(cell):
+        raise RuntimeError(f"could not clear the kernel: {error_text(cell)}")
+    client.nb = nb
 
 
 def prove_variants(source_nb: Path, release_nb: Path, wrong: list[WrongAnswer], workdir: Path,
                    students: tuple[str, ...] = VARIANT_IDS, timeout: int = 300) -> list[str]:
     """For each student's variant: the solution keeps full marks, every known wrong answer loses
-    marks, and the blank release scores zero. Returns what does not hold."""
+    marks, and the blank release scores zero. Returns what does not hold.
+
+    One kernel per student (their variant key in its environment, never shared with another
+    student): the blank release runs first, in the new kernel; then the kernel is cleared
+    (``start_afresh``) and the solution and the wrong answers run as ``execute_with_answers``
+    runs them.
+    """
+    reference, cells = _answer_cells(source_nb, wrong, [])
     problems = []
     for student in students:
-        run = execute_with_answers(source_nb, wrong, [], workdir / student / "solution", timeout, student)
+        blank_nb = nbformat.read(str(blank_notebook(source_nb, release_nb, workdir / student / "blank")), as_version=4)
+        nb = copy.deepcopy(reference)
+        client = notebook_client(blank_nb, workdir / student / "blank", timeout)
+        with client.setup_kernel(env=kernel_env(student), cwd=str(workdir / student / "blank")):
+            seconds = _run_all(client, blank_nb)
+            blank = scored(blank_nb, seconds)
+            start_afresh(client, nb, workdir / student / "solution")
+            run = _answers_in_kernel(client, nb, cells, wrong, [])
         if run.first.score != run.first.max_score:
             problems.append(f"{student}: the solution loses marks: {run.first.errors}")
         problems += [f"{student}: wrong answer at line {w.line} ({w.description}) keeps {run.wrong[n]['passed']}"
                      for n, w in enumerate(wrong) if run.wrong[n]["passed"]]
-        blank = execute_blank(source_nb, release_nb, workdir / student / "blank", timeout, student)
         vacuous = [gid for gid, pts in blank.scores.items() if pts > 0]
         if vacuous:
             problems.append(f"{student}: tests that pass on the blank release: {vacuous}")
