@@ -308,8 +308,10 @@ def binding_checks(nb: nbformat.NotebookNode) -> dict:
                 assigned.add(node.id)
     builtin = sorted(n for n in in_tests if n in vars(_b) and n not in _MANAGED and n not in assigned and n not in bind
                      and not n.startswith("__"))
-    return {"bind": {k: v for k, v in bind.items() if v and k not in defs and k in used},
-            "builtins": builtin, "defs": {k: v for k, v in defs.items() if v and k not in bind and k in used}}
+    # a name a locked cell binds more than one way (imported, defined, assigned) is not checked
+    return {"bind": {k: v for k, v in bind.items() if v and k not in defs and k not in assigned and k in used},
+            "builtins": builtin,
+            "defs": {k: v for k, v in defs.items() if v and k not in bind and k not in assigned and k in used}}
 
 
 # Statements that change state when a cell runs twice: a canary with them runs after the test.
