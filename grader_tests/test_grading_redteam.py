@@ -259,6 +259,15 @@ except OSError as e:
     print(e)
 '''
 
+# Pages and scripts the notebook writes (stock nbgrader would keep them in autograded/, which the
+# formgrader serves from the hub's address), and the exchange's timestamp replaced.
+_WRITTEN_PAGES = '''
+open("report.html", "w").write("<script>window.MLBD_PWNED = 7</script>")
+open("pic.svg", "w").write("<svg onload='window.MLBD_PWNED = 8'/>")
+open("timestamp.txt", "w").write("2099-01-01T00:00:00+00:00")
+open("aa_ok.csv", "w").write("a,b\\n1,2\\n")
+'''
+
 _META_FLOOD = '''
 from IPython.display import display
 for i in range(40):
@@ -294,6 +303,8 @@ def cases() -> dict[str, dict]:
         "leak_fifo_names": dict(answers=R, extra=[("t5", _FIFO_NAMES)], leak=True, min=10),
         # classes 3, 4
         "nasty_files": dict(answers=R, extra=[("q1", _NASTY_FILES)], min=10, files_check=True),
+        "written_pages": dict(answers=R, extra=[("q1", _WRITTEN_PAGES)], min=10, files_check=True,
+                              error="page or script file(s) the notebook wrote"),
         "output_metadata_flood": dict(answers=R, extra=[("q1", _META_FLOOD)], min=10),
     }
 
@@ -410,6 +421,8 @@ def test_redteam(graded, name):
     if case.get("counts"):          # the prompts the student reads are the grader's own numbers
         for rel, data in feedback.items():
             assert not re.search(r"\[\d{7,}\]", data.decode("utf-8", "replace")), rel
+    if "error" in case:
+        assert any(case["error"] in e for e in row["errors"]), row["errors"]
     if case.get("files_check"):
         kept = set(autograded)
         assert "aa_ok.csv" in kept, kept
