@@ -55,12 +55,65 @@ def runs_under_otter(assignment):
         pytest.skip(f"TensorFlow assignment run under otter only with MLBD_OTTER=all (CI runs {OTTER_TF_SAMPLE})")
 
 
-def test_otter_solution_full_marks_and_blank_zero(runs_under_otter, assignment, otter_build, scratch):
+def _first_wrong_answers(assignment, src):
+    """The first known wrong answer of every exercise of ``src``, by solution grade_id."""
+    wrong = validate.parse_wrong_answers((WRONG_DIR / f"{assignment}.txt").read_text())
+    ids = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(str(src), as_version=4).cells}
+    chosen = {}
+    for w in wrong:
+        if w.solution_id in ids and w.solution_id not in chosen:
+            chosen[w.solution_id] = w
+    return chosen
+
+
+def _otter_wrong_submission(src, solution, chosen, path):
+    """The otter solution notebook with the ``chosen`` wrong answers in place of the solutions,
+    written to ``path``; returns the exercises it could not find."""
+    ids = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nbformat.read(str(src), as_version=4).cells}
+    sub = nbformat.read(str(solution), as_version=4)
+    missing = []
+    for gid, w in chosen.items():
+        key = next(line.strip() for line in ids[gid].source.splitlines()
+                   if line.strip() and "SOLUTION" not in line)
+        matches = [c for c in sub.cells if c.cell_type == "code" and key in c.source]
+        if matches:
+            matches[0].source = w.code
+        else:
+            missing.append(gid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(sub, str(path))
+    return missing
+
+
+@pytest.fixture
+def otter_runs(runs_under_otter, assignment, otter_build, _cache, scratch):
+    """Per notebook, otter's scores for the solution, the blank student notebook and a submission
+    carrying the first known wrong answer of every exercise ("wrong", with "missing": the exercises
+    not found in the otter notebook): all of an assignment's submissions graded by one process
+    (``otter.otter_run_many``: otter's start-up costs seconds), once per worker."""
+    def make():
+        jobs, keys, out = [], [], {}
+        for src in source_notebooks(assignment):
+            built, work = otter_build[src.name], scratch / assignment / "otter-run" / src.stem
+            out[src] = {}
+            subs = {"solution": built["solution"], "blank": built["student"]}
+            chosen = _first_wrong_answers(assignment, src)
+            if chosen:
+                out[src]["missing"] = _otter_wrong_submission(src, built["solution"], chosen, work / "wrong" / "otter.ipynb")
+                subs["wrong"] = work / "wrong" / "otter.ipynb"
+            for name, sub in subs.items():
+                jobs.append((built["autograder_zip"], sub, work / name / "run"))
+                keys.append((src, name))
+        for (src, name), scores in zip(keys, otter.otter_run_many(jobs)):
+            out[src][name] = scores
+        return out
+    return _cached(_cache, ("otter-runs", assignment), make)
+
+
+def test_otter_solution_full_marks_and_blank_zero(runs_under_otter, assignment, otter_runs):
     for src in source_notebooks(assignment):
-        built = otter_build[src.name]
         expected = _auto_points_per_question(src)
-        solution = otter.otter_run(built["autograder_zip"], built["solution"], scratch / assignment / "otter-run" / "solution")
-        blank = otter.otter_run(built["autograder_zip"], built["student"], scratch / assignment / "otter-run" / "blank")
+        solution, blank = otter_runs[src]["solution"], otter_runs[src]["blank"]
         got = {q: s for q, s in solution.items() if q in expected}
         assert got == {q: (p, p) for q, p in expected.items()}, f"solution under otter: {solution}"
         assert {q: s[0] for q, s in blank.items() if q in expected} == {q: 0.0 for q in expected}
@@ -73,18 +126,14 @@ def test_otter_student_version_leaks_nothing(assignment, otter_build):
         assert not found, "\n".join(found)
 
 
-def test_otter_matches_nbgrader_on_known_wrong_answers(runs_under_otter, assignment, otter_build, scratch):
+def test_otter_matches_nbgrader_on_known_wrong_answers(runs_under_otter, assignment, otter_runs, scratch):
     """One submission per notebook carrying the first known wrong answer of every exercise:
     otter and nbgrader's all-or-nothing test cells give the same per-question scores."""
-    wrong = validate.parse_wrong_answers((WRONG_DIR / f"{assignment}.txt").read_text())
     for src in source_notebooks(assignment):
-        ids = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nbformat.read(str(src), as_version=4).cells}
-        chosen = {}
-        for w in wrong:
-            if w.solution_id in ids and w.solution_id not in chosen:
-                chosen[w.solution_id] = w
+        chosen = _first_wrong_answers(assignment, src)
         if not chosen:
             continue
+        assert not otter_runs[src]["missing"], f"cannot find exercises {otter_runs[src]['missing']} in the otter notebook"
         # nbgrader side: the instructor notebook with the wrong answers in place of the solutions
         nb = nbformat.read(str(src), as_version=4)
         for cell in nb.cells:
@@ -96,17 +145,8 @@ def test_otter_matches_nbgrader_on_known_wrong_answers(runs_under_otter, assignm
         nbformat.write(nb, str(work / "nbgrader.ipynb"))
         run = validate.execute(work / "nbgrader.ipynb", work / "nbgrader-run")
         nbgrader_scores = _nbgrader_scores_per_question(src, run)
-        # otter side: the otter solution notebook with the same wrong answers
-        sub = nbformat.read(str(otter_build[src.name]["solution"]), as_version=4)
-        for gid, w in chosen.items():
-            key = next(line.strip() for line in ids[gid].source.splitlines()
-                       if line.strip() and "SOLUTION" not in line)
-            matches = [c for c in sub.cells if c.cell_type == "code" and key in c.source]
-            assert matches, f"cannot find exercise {gid} in the otter notebook"
-            matches[0].source = w.code
-        nbformat.write(sub, str(work / "otter.ipynb"))
-        otter_scores = otter.otter_run(otter_build[src.name]["autograder_zip"], work / "otter.ipynb", work / "otter-run")
-        got = {q: otter_scores[q][0] for q in nbgrader_scores}
+        # otter side: the otter solution notebook with the same wrong answers (graded in otter_runs)
+        got = {q: otter_runs[src]["wrong"][q][0] for q in nbgrader_scores}
         assert got == nbgrader_scores
         assert sum(got.values()) < sum(_auto_points_per_question(src).values()), "the wrong answers must lose points"
 

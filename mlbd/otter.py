@@ -15,7 +15,7 @@ so there is never a second copy of any test to keep in sync:
   solutions only). Otter cannot autograde a manual plot judgement: such questions are exported
   for manual grading on Gradescope, which ``UNSUPPORTED`` lists for the README.
 
-Trusted use only: ``otter_run`` runs ``otter run`` unsandboxed as the calling user, and otter runs
+Trusted use only: ``otter_run`` runs ``otter run``'s grading unsandboxed as the calling user, and otter runs
 its tests with ``exec`` in the submission's namespace, so a submission can pass them by patching
 ``builtins.exec`` or rewriting the test files (README, "otter's route is for trusted use only").
 """
@@ -219,18 +219,50 @@ def convert(course_dir: Path, assignment: str, out_dir: Path) -> dict:
     return produced
 
 
-def otter_run(autograder_zip: Path, submission: Path, workdir: Path) -> dict[str, tuple[float, float]]:
-    """Grade one notebook with ``otter run``; returns question → (score, max_score)."""
+# `otter run`'s own work (otter.run.main) for several submissions in one process: importing otter
+# costs seconds, each submission still runs in a new kernel of its own, as under `otter run`.
+_RUN_MANY = """\
+import json, sys, traceback
+from otter import logging
+from otter.run import main
+logging.set_level(logging.WARNING)                     # `otter run` without -v
+for autograder, submission, out in json.loads(sys.argv[1]):
+    try:
+        main(submission, autograder=autograder, output_dir=out, no_logo=True)
+    except Exception:
+        traceback.print_exc()
+        print(f"otter run failed for {submission}", file=sys.stderr)
+"""
+
+
+def otter_run_many(jobs: list[tuple[Path, Path, Path]]) -> list[dict[str, tuple[float, float]]]:
+    """Grade several notebooks as ``otter run`` grades each, in one process; ``jobs`` are
+    (autograder zip, submission, working directory) triples. Returns each one's question →
+    (score, max_score), in order; raises if any of them produced no results."""
     import json
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([str(Path(sys.executable).parent / "otter"), "run", "--no-logo", "-a", str(autograder_zip),
-                           "-o", str(workdir), str(submission)],
-                          cwd=workdir, capture_output=True, text=True, env=tool_env())
-    results = workdir / "results.json"
-    if proc.returncode != 0 or not results.exists():
-        raise CourseError(f"otter run failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
-    data = json.loads(results.read_text())
+    for _, _, workdir in jobs:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "results.json").unlink(missing_ok=True)
+    proc = subprocess.run([sys.executable, "-c", _RUN_MANY,
+                           json.dumps([[str(z), str(s), str(w)] for z, s, w in jobs])],
+                          cwd=jobs[0][2] if jobs else None, capture_output=True, text=True, env=tool_env())
+    out = []
+    for _, submission, workdir in jobs:
+        results = workdir / "results.json"
+        if proc.returncode != 0 or not results.exists():
+            raise CourseError(f"otter run failed for {submission}: {(proc.stderr or proc.stdout).strip()[-800:]}")
+        out.append(_scores(json.loads(results.read_text())))
+    return out
+
+
+def otter_run(autograder_zip: Path, submission: Path, workdir: Path) -> dict[str, tuple[float, float]]:
+    """Grade one notebook as ``otter run`` does; returns question → (score, max_score)."""
+    return otter_run_many([(autograder_zip, submission, workdir)])[0]
+
+
+def _scores(data: dict) -> dict[str, tuple[float, float]]:
+    """Question → (score, max_score) from otter's results.json."""
     out = {}
     for test in data.get("tests", []):
         name = test.get("name", "").split(" - ")[0].split(" results")[0]
