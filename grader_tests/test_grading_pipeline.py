@@ -231,7 +231,9 @@ print("pids", len([p for p in os.listdir("/proc") if p.isdigit()]))
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
     (out,) = execute_job(Job.one(nbformat.writes(nb), {"Sandbox": {"memory_mb": 256}}, 60)).notebooks
     text = "".join(o.get("text", "") for o in nbformat.reads(out.notebook, 4).cells[0].outputs)
-    assert "uid 65534 65534" in text and "cwd_writable True root_writable False" in text, text
+    uid, gid = (int(x) for x in text.split("uid ", 1)[1].split()[:2])
+    assert uid == gid and uid not in (0, 65534), text              # a uid of its own (c.Sandbox.job_uids)
+    assert "cwd_writable True root_writable False" in text, text
     assert "secret hidden" in text and "no network" in text and "SECRET_VISIBLE" not in text
     assert int(text.split("pids")[1].split()[0]) <= 4     # own pid namespace: bwrap init + kernel
     assert not list(tmp_path.glob("mlbd-sbx-*"))
@@ -260,7 +262,8 @@ def test_plain_nbgrader_autograde_is_sandboxed(graded, tmp_path):
     nbgrader(stock, "autograde", w.ASSIGNMENT, "--student", "probe")
     nb = nbformat.read(str(stock / "autograded" / "probe" / w.ASSIGNMENT / f"{w.NOTEBOOK}.ipynb"), 4)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "UID 65534" in text
+    uid = int(text.split("UID ", 1)[1].split()[0])
+    assert uid not in (0, 65534), text                              # sandboxed, a uid of its own
 
 
 def test_plain_nbgrader_autograde_bounds_outputs(graded, tmp_path):

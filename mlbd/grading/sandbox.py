@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -48,13 +49,15 @@ class Sandbox(LoggingConfigurable):
     uid = Integer(65534, help="uid every kernel runs as inside the sandbox when job_uids is 0, and inside the "
                               "user namespace of the rootless sandbox (not root)").tag(config=True)
     gid = Integer(65534, help="gid that goes with uid").tag(config=True)
-    job_uids = Integer(0, min=0, help="with root: how many uids kernels may use, each running kernel its own "
+    job_uids = Integer(256, min=0, help="with root: how many uids kernels may use, each running kernel its own "
                                       "(uid and gid job_uid_first + n, leased for the kernel's life; see "
                                       "mlbd.grading.uids), so that no kernel can signal another's processes or "
                                       "read its files even past the namespaces; at least the kernels that run "
                                       "at once on this host (every grading process together). 0: every kernel "
                                       "runs as uid/gid. The range must hold no account of /etc/passwd, and must be "
-                                      "mapped where the grader runs in a user namespace (a container)").tag(config=True)
+                                      "mapped where the grader runs in a user namespace (a container); the default "
+                                      "range falls back to uid/gid with a warning where it cannot be used, a "
+                                      "configured one is an error").tag(config=True)
     job_uid_first = Integer(2_000_000_000, min=1, help="first uid (and gid) of the job_uids range").tag(config=True)
     memory_mb = Integer(2048, help="memory limit of one kernel and its children (cgroup), MiB").tag(config=True)
     pids_max = Integer(128, help="processes + threads one kernel may have (cgroup pids)").tag(config=True)
@@ -220,7 +223,15 @@ class Sandbox(LoggingConfigurable):
     @property
     def per_job_uids(self) -> bool:
         """Whether each kernel gets a uid of its own (root, sandboxed, ``job_uids`` > 0)."""
-        return self.mode != "none" and not self.rootless and self.job_uids > 0
+        if self.mode == "none" or self.rootless or self.job_uids <= 0:
+            return False
+        configured = any(k in self.config.get("Sandbox", {}) for k in ("job_uids", "job_uid_first"))
+        if not configured and _uid_range_problem(self.job_uid_first, self.job_uids):
+            warnings.warn(f"every kernel runs as uid {self.uid}: the default per-kernel uid range cannot be used here "
+                          f"({_uid_range_problem(self.job_uid_first, self.job_uids)}); set c.Sandbox.job_uid_first",
+                          RuntimeWarning, stacklevel=2)
+            return False
+        return True
 
     def check(self) -> None:
         """Raise ``RuntimeError`` with a one-line reason when the sandbox cannot work here."""
