@@ -63,11 +63,15 @@ def _by_notebook(assignment, answers):
 @pytest.fixture
 def second_runs(assignment, _cache, scratch):
     """Per notebook: a second whole run of the instructor notebook, then the known wrong and right
-    answers tried in that same kernel (one execution serves three checks), once per worker."""
+    answers tried in that same kernel (one execution serves three checks), then, but for
+    TensorFlow assignments, the canary run in that kernel cleared (no second start-up and imports),
+    once per worker."""
     def make():
         _, by_solution = _wrong_answers_by_notebook(assignment)
         _, right_by_nb = _right_answers_by_notebook(assignment)
-        return {nb: validate.execute_with_answers(nb, ws, right_by_nb[nb], scratch / assignment / "answers" / nb.stem)
+        canaries = not uses_tensorflow(assignment)
+        return {nb: validate.execute_with_answers(nb, ws, right_by_nb[nb], scratch / assignment / "answers" / nb.stem,
+                                                  canaries=canaries)
                 for nb, ws in by_solution.items()}
     return _cached(_cache, ("second", assignment), make)
 
@@ -158,14 +162,15 @@ def test_graded_twice_same_score(assignment, instructor_runs, second_runs):
         assert outputs(second) == outputs(first), "test-cell stdout differs between two runs: something is unseeded"
 
 
-def test_every_canary_fails_on_the_solution_and_costs_it_nothing(assignment, scratch):
+def test_every_canary_fails_on_the_solution_and_costs_it_nothing(assignment, request):
     """Every canary `mlbd grade` could insert, where it could insert it, fails on the solution and
     leaves every test passing: otherwise an honest submission is zeroed as tampered or loses points
-    (issue 13)."""
+    (issue 13). The canary run (validate.run_with_every_canary) happens in second_runs' kernel."""
     if uses_tensorflow(assignment):
         pytest.skip("TensorFlow test cells train models; their canaries are covered by the unit test")
+    second_runs = request.getfixturevalue("second_runs")
     for nb in source_notebooks(assignment):
-        held, broken = validate.run_with_every_canary(nb, scratch / assignment / "canaries" / nb.stem)
+        held, broken = second_runs[nb].canaries
         assert not held, f"{nb.name}: canaries that pass on the solution: {held}"
         assert not broken, f"{nb.name}: tests that fail on the solution with canaries before them: {broken}"
 

@@ -145,31 +145,43 @@ def run_with_every_canary(path: Path, workdir: Path, timeout: int = 300) -> tupl
     canaries around them. Both must be empty: a canary that holds flags an honest submission as
     tampered, and one that changes what its test sees costs an honest submission its points.
     """
-    from .grading import integrity
-
-    nb = nbformat.read(str(path), as_version=4)
-    cells, where, tests = [], {}, []
-    for cell in nb.cells:
-        md = cell.metadata.get("nbgrader", {})
-        canaries = []
-        if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
-            canaries = [nbformat.v4.new_code_cell(source) for source in integrity.reversed_copies(cell.source)]
-        before = integrity.runs_twice_safely(cell.source)
-        for n, canary in enumerate(canaries if before else []):
-            where[len(cells)] = f"{md.get('grade_id')} (canary {n + 1}, before the test)"
-            cells.append(canary)
-        if canaries:
-            tests.append((len(cells), md.get("grade_id")))
-        cells.append(cell)
-        for n, canary in enumerate([] if before else canaries):
-            where[len(cells)] = f"{md.get('grade_id')} (canary {n + 1}, after the test)"
-            cells.append(canary)
-    nb.cells = cells
+    canaried = CanaryRun(path)
     workdir.mkdir(parents=True, exist_ok=True)
-    notebook_client(nb, workdir, timeout).execute(env=kernel_env(), cwd=str(workdir))
-    held = [name for i, name in where.items() if not cell_failed(nb.cells[i])]
-    broken = [f"{gid}: {error_text(nb.cells[i])}" for i, gid in tests if cell_failed(nb.cells[i])]
-    return held, broken
+    notebook_client(canaried.nb, workdir, timeout).execute(env=kernel_env(), cwd=str(workdir))
+    return canaried.findings()
+
+
+class CanaryRun:
+    """The instructor notebook with every canary around its test cells (``run_with_every_canary``),
+    and what its execution shows."""
+
+    def __init__(self, path: Path):
+        from .grading import integrity
+
+        self.nb = nbformat.read(str(path), as_version=4)
+        cells, self.where, self.tests = [], {}, []
+        for cell in self.nb.cells:
+            md = cell.metadata.get("nbgrader", {})
+            canaries = []
+            if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
+                canaries = [nbformat.v4.new_code_cell(source) for source in integrity.reversed_copies(cell.source)]
+            before = integrity.runs_twice_safely(cell.source)
+            for n, canary in enumerate(canaries if before else []):
+                self.where[len(cells)] = f"{md.get('grade_id')} (canary {n + 1}, before the test)"
+                cells.append(canary)
+            if canaries:
+                self.tests.append((len(cells), md.get("grade_id")))
+            cells.append(cell)
+            for n, canary in enumerate([] if before else canaries):
+                self.where[len(cells)] = f"{md.get('grade_id')} (canary {n + 1}, after the test)"
+                cells.append(canary)
+        self.nb.cells = cells
+
+    def findings(self) -> tuple[list[str], list[str]]:
+        """``(held, broken)`` of the executed notebook, as ``run_with_every_canary`` returns them."""
+        held = [name for i, name in self.where.items() if not cell_failed(self.nb.cells[i])]
+        broken = [f"{gid}: {error_text(self.nb.cells[i])}" for i, gid in self.tests if cell_failed(self.nb.cells[i])]
+        return held, broken
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,10 +235,11 @@ class AnswerRun:
     first: Execution
     wrong: dict[int, dict]   # index in the wrong answers -> {"failed": [...], "passed": [...], "setup_error"}
     right: dict[int, dict]   # index in the right answers -> {"tests": [...], "failed": {id: error}, "setup_error"}
+    canaries: tuple[list[str], list[str]] | None = None   # run_with_every_canary's (held, broken), when asked
 
 
 def execute_with_answers(path: Path, wrong: list[WrongAnswer], right: list["RightAnswer"], workdir: Path,
-                         timeout: int = 300, student: str | None = None) -> AnswerRun:
+                         timeout: int = 300, student: str | None = None, canaries: bool = False) -> AnswerRun:
     """Run the instructor notebook top to bottom, then try each known wrong and right answer in the
     same warm kernel (one execution serves the determinism, wrong-answer and right-answer checks;
     for TensorFlow notebooks that execution is most of the cost).
@@ -237,12 +250,21 @@ def execute_with_answers(path: Path, wrong: list[WrongAnswer], right: list["Righ
     through the mutation runner's replace-and-test step (``try_in_place``): the reference's names
     are unbound, the alternative runs, the later cells that use its names are recomputed, every
     test cell that uses them runs, and the reference is restored.
+
+    With ``canaries``, the same kernel is then cleared (``start_afresh``) and runs the notebook
+    with every canary (``run_with_every_canary``, in ``workdir/canaries``): ``AnswerRun.canaries``.
     """
     nb, cells = _answer_cells(path, wrong, right)
     workdir.mkdir(parents=True, exist_ok=True)
     client = notebook_client(nb, workdir, timeout)
     with client.setup_kernel(env=kernel_env(student), cwd=str(workdir)):
-        return _answers_in_kernel(client, nb, cells, wrong, right)
+        run = _answers_in_kernel(client, nb, cells, wrong, right)
+        if canaries:
+            canaried = CanaryRun(path)
+            start_afresh(client, canaried.nb, workdir / "canaries")
+            _run_all(client, canaried.nb)
+            run.canaries = canaried.findings()
+    return run
 
 
 def _answer_cells(path: Path, wrong: list[WrongAnswer], right: list["RightAnswer"]):
