@@ -93,12 +93,20 @@ def release_path(source_nb: Path) -> Path:
     return ROOT / "release" / source_nb.parent.name / source_nb.name
 
 
+def _instructor_and_blank_runs(assignment, cache, scratch):
+    """Per source notebook, (instructor run, blank run) from one kernel (``validate.execute_then_blank``),
+    once per worker."""
+    def make():
+        return [validate.execute_then_blank(nb, release_path(nb), scratch / assignment / "instructor" / nb.stem,
+                                            scratch / assignment / "blank" / nb.stem)
+                for nb in source_notebooks(assignment)]
+    return _cached(cache, ("instructor+blank", assignment), make)
+
+
 @pytest.fixture
 def instructor_runs(assignment, _cache, scratch):
-    """Executions of the instructor notebooks (with solutions and hidden tests), once per worker."""
-    def make():
-        return [validate.execute(nb, scratch / assignment / "instructor" / nb.stem) for nb in source_notebooks(assignment)]
-    return _cached(_cache, ("instructor", assignment), make)
+    """Executions of the instructor notebooks (with solutions and hidden tests), in a new kernel each."""
+    return [instructor for instructor, _ in _instructor_and_blank_runs(assignment, _cache, scratch)]
 
 
 @pytest.fixture
@@ -106,12 +114,10 @@ def blank_runs(assignment, _cache, scratch):
     """Executions of the released (blank) student notebooks, with the hidden tests put back.
 
     A blank release must fail its hidden tests too, so the tests of the instructor version are
-    spliced into the student version before it runs, as the autograder would do.
+    spliced into the student version before it runs, as the autograder would do. Each runs in its
+    instructor run's kernel, cleared (``validate.start_afresh``).
     """
-    def make():
-        return [validate.execute_blank(nb, release_path(nb), scratch / assignment / "blank" / nb.stem)
-                for nb in source_notebooks(assignment)]
-    return _cached(_cache, ("blank", assignment), make)
+    return [blank for _, blank in _instructor_and_blank_runs(assignment, _cache, scratch)]
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -372,6 +372,24 @@ def start_afresh(client: NotebookClient, nb, workdir: Path) -> None:
     client.nb = nb
 
 
+def execute_then_blank(source_nb: Path, release_nb: Path, workdir: Path, blank_workdir: Path,
+                       timeout: int = 300) -> tuple[Execution, Execution]:
+    """``execute(source_nb, workdir)`` then ``execute_blank(source_nb, release_nb, blank_workdir)``
+    in one kernel, cleared in between (``start_afresh``): the instructor run is a new kernel's, timed
+    from the kernel's start as ``execute`` times it; the blank one saves a start-up and the imports."""
+    nb = nbformat.read(str(source_nb), as_version=4)
+    blank_nb = nbformat.read(str(blank_notebook(source_nb, release_nb, blank_workdir)), as_version=4)
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    client = notebook_client(nb, workdir, timeout)
+    with client.setup_kernel(env=kernel_env(), cwd=str(workdir)):
+        _run_all(client, nb)
+        instructor = scored(nb, time.perf_counter() - start)
+        start_afresh(client, blank_nb, blank_workdir)
+        seconds = _run_all(client, blank_nb)
+    return instructor, scored(blank_nb, seconds)
+
+
 def prove_variants(source_nb: Path, release_nb: Path, wrong: list[WrongAnswer], workdir: Path,
                    students: tuple[str, ...] = VARIANT_IDS, timeout: int = 300) -> list[str]:
     """For each student's variant: the solution keeps full marks, every known wrong answer loses
