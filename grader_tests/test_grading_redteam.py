@@ -433,7 +433,6 @@ def test_redteam(graded, name):
         assert not any(k.startswith("d/" * 12) for k in kept)
 
 
-@pytest.mark.xfail(strict=True, reason="kernel.py's take_files keeps every regular file the kernel wrote; see report")
 def test_plain_autograde_keeps_no_written_pages(graded, tmp_path):
     """Plain `nbgrader autograde` (SandboxedExecute) writes the kernel's files straight into
     autograded/: pages and scripts, and a replaced timestamp.txt, must stay out there too."""

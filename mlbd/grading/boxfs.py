@@ -12,6 +12,11 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..course import ACTIVE_CONTENT
+
+# the exchange's own files of a submission: in autograded/ they are the submission's, never the kernel's
+EXCHANGE_FILES = frozenset({"timestamp.txt", "submission_secret.txt", "DEADLINE.md"})
+
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
@@ -87,6 +92,7 @@ class Harvest:
     files: dict[str, bytes] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     full: bool = False            # the directory's filesystem had no space left
+    pages: int = 0                # pages or scripts left out (drop_unkeepable)
 
 
 def harvest(dir_fd: int, max_files: int, max_bytes: int, skip=lambda rel: False, max_depth: int = 8) -> Harvest:
@@ -188,3 +194,21 @@ def write_files(dest: str | Path, files: dict[str, bytes]) -> list[str]:
         finally:
             os.close(fd)
     return written
+
+
+PAGES_NOT_KEPT = ("{n} page or script file(s) the notebook wrote (.html, .svg, .js ...) were not kept: the "
+                  "formgrader would serve them as the grader")
+
+
+def drop_unkeepable(files: dict[str, bytes]) -> int:
+    """Remove, in place, what a kernel wrote that never lands in autograded/: the exchange's files
+    (timestamp.txt ...: the submission's) and pages or scripts (``course.ACTIVE_CONTENT``), which the
+    formgrader would serve from the hub's address. Returns how many pages or scripts it removed."""
+    pages = 0
+    for rel in list(files):
+        if rel in EXCHANGE_FILES:
+            del files[rel]
+        elif os.path.splitext(rel)[1].lower() in ACTIVE_CONTENT:
+            del files[rel]
+            pages += 1
+    return pages

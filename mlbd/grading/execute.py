@@ -31,11 +31,9 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from traitlets.config import Config
 
-from ..course import ACTIVE_CONTENT
 from . import boxfs
 from .kernel import SandboxedKernelManager
 from .outputs import BoundedOutputs
-from .prepare import EXCHANGE_FILES
 from .protocol import Job, JobNotebook, JobOutcome, NotebookOutcome, fail_cell, grader_error, mark_grader_error
 from .sandbox import Sandbox
 
@@ -210,6 +208,9 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
     if dropped:     # not their names: the kernel chose them after it saw the hidden tests
         notes.append(f"{dropped} file(s) the notebook wrote were not kept (links, FIFOs, devices, nested too deep, "
                      f"or past the limits of {sandbox.side_effect_files} files / {sandbox.side_effect_mb} MiB)")
+    pages = max((getattr(getattr(km, "harvest", None), "pages", 0) for km in kms), default=0)
+    if pages:
+        notes.append(boxfs.PAGES_NOT_KEPT.format(n=pages))
     if limits.get("disk"):          # the box's filesystem was full when the grader took its files
         notes.append(disk_note(sandbox))
     return NotebookOutcome("", notes=notes, restarts=restarts, limits=limits, warm=warm,
@@ -234,12 +235,9 @@ def execute_job(job: Job) -> JobOutcome:
         for spec in job.notebooks:
             out.notebooks.append(_execute_notebook(spec, cfg, sandbox, workdir, job.timeout))
         out.files = _written(workdir, job.files, sandbox)
-        active = sorted(rel for rel in out.files if os.path.splitext(rel)[1].lower() in ACTIVE_CONTENT)
-        for rel in active:     # the formgrader serves autograded/ from the hub's address
-            del out.files[rel]
-        if active and out.notebooks:
-            out.notebooks[-1].notes.append(f"{len(active)} page or script file(s) the notebook wrote (.html, .svg, "
-                                           ".js ...) were not kept: the formgrader would serve them as the grader")
+        pages = boxfs.drop_unkeepable(out.files)
+        if pages and out.notebooks:
+            out.notebooks[-1].notes.append(boxfs.PAGES_NOT_KEPT.format(n=pages))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     out.seconds = time.perf_counter() - start
@@ -270,8 +268,7 @@ def _written(workdir: str, given: dict[str, bytes], sandbox: Sandbox) -> dict[st
                             + sum(map(len, given.values())), skip=lambda rel: rel.endswith(".ipynb"))
     finally:
         os.close(fd)
-    # the exchange's files (timestamp.txt ...) in autograded/ are the submission's, not the kernel's
-    return {rel: data for rel, data in got.files.items() if given.get(rel) != data and rel not in EXCHANGE_FILES}
+    return {rel: data for rel, data in got.files.items() if given.get(rel) != data}
 
 
 def _with_watchdog(fn, seconds: float, kms: list):

@@ -193,8 +193,9 @@ def _{nonce}():
         want = mod if a is None else getattr(mod, a, ns[n])
         if (a is None or isinstance(want, (type, types.FunctionType, types.BuiltinFunctionType))) and ns[n] is not want:
             shadowed.append(n)
+    # IPython's own `open` (user_ns_hidden) is as released; `sum = 0` only breaks the tests honestly
     for n in chk["builtins"]:
-        if n in ns and ns[n] is not getattr(builtins, n, None):
+        if n in ns and callable(ns[n]) and ns[n] is not getattr(builtins, n, None) and ns[n] is not ip.user_ns_hidden.get(n):
             shadowed.append(n)
     for n, text in chk["defs"].items():
         if n in ns:

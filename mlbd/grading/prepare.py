@@ -28,7 +28,7 @@ from traitlets import Bool, List
 from traitlets.config import LoggingConfigurable
 from traitlets.utils.importstring import import_item
 
-from . import integrity, score
+from . import boxfs, integrity, score
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 
@@ -474,11 +474,10 @@ def undeclared_files(coursedir, assignment: str, student: str) -> list[str]:
     declared = _declared(coursedir, assignment)
     return sorted(rel for rel in (os.path.relpath(p, folder) for p in
                                   nbg_utils.find_all_files(folder, list(coursedir.ignore) + ["*.ipynb"]))
-                  if rel not in declared and rel not in EXCHANGE_FILES)
+                  if rel not in declared and rel not in boxfs.EXCHANGE_FILES)
 
 
 # Written by nbgrader's exchange (and mlbd's, for a due date) into every submission: not the student's.
-EXCHANGE_FILES = frozenset({"timestamp.txt", "submission_secret.txt", "DEADLINE.md"})
 
 
 def input_files(coursedir, assignment: str, student: str, exclude: list[str], max_bytes: int) -> dict[str, bytes]:
