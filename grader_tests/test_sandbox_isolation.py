@@ -374,20 +374,3 @@ def test_without_job_uids_every_kernel_is_65534():
     texts, _ = run("import os\nprint('uid', os.getuid(), os.getgid())", config={"Sandbox": {**CFG["Sandbox"], "job_uids": 0}})
     assert "uid 65534 65534" in texts[0], texts
 
-
-PLANT_LAUNCHER = "open('ipykernel_launcher.py', 'w').write('print(\\'HIJACKED\\')\\nimport time\\ntime.sleep(3600)\\n')"
-
-
-def test_the_next_cold_kernel_is_ipykernel_not_what_the_last_one_left():
-    """Notebook one leaves its own ipykernel_launcher.py in the work dir (kept, as nbgrader keeps
-    what a notebook writes); notebook two's cold kernel is started with `python -P -m
-    ipykernel_launcher`, so the work dir is not on sys.path and that file is not what runs."""
-    from mlbd.grading.protocol import JobNotebook
-
-    notebooks = [JobNotebook(name, nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src)])), "python3")
-                 for name, src in (("one", PLANT_LAUNCHER), ("two", "import ipykernel\nprint('kernel', ipykernel.__version__)"))]
-    out = execute_job(Job("-", "-", notebooks, {}, {"Sandbox": {**CFG["Sandbox"], "warm_kernels": False}}, 60))
-    assert "ipykernel_launcher.py" in out.files, sorted(out.files)
-    two = nbformat.reads(out.notebooks[1].notebook, 4).cells[0]
-    text = "".join(o.get("text", "") for o in two.outputs)
-    assert text.startswith("kernel "), (out.notebooks[1].crash, out.notebooks[1].notes, two.outputs)

@@ -189,10 +189,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         kw["stdout"] = subprocess.DEVNULL
         kw["stderr"] = self._log_fh
         kw["stdin"] = subprocess.DEVNULL
-        # `python -m` puts the work dir first on sys.path, where the kernel may have left its own
-        # ipykernel_launcher.py for the next (cold, restarted) kernel: -P leaves it off (3.11+)
-        start = [cmd[0], "-P", *cmd[1:]] if cmd[1:2] == ["-m"] and self._warmable(cmd, env) else cmd
-        wrapped = enter + sb.bwrap_args(box, work, env, seccomp_fd=SECCOMP_FD, quota_dir=work) + sb.drop_args(uid, gid) + fill + start
+        wrapped = enter + sb.bwrap_args(box, work, env, seccomp_fd=SECCOMP_FD, quota_dir=work) + sb.drop_args(uid, gid) + fill + cmd
         # warm only inside a cgroup: its kill is what ends a forked kernel's stray processes
         if zyg is not None and self._cgroup is not None and self._warmable(cmd, env):
             self._warm = {"zygote": zyg, "box": str(box), "keep": [[p, True] for p in sb.read_only_paths()],
