@@ -166,11 +166,17 @@ class AddGradingNotes(AssessStage):
         return nb, resources
 
 
-class AssessSubmission(LoggingConfigurable):
-    """The trusted steps between an executed notebook and nbgrader's scoring (``mlbd grade``)."""
-    preprocessors = List([FailUnrun, CheckIntegrity, ReportLimits, KeepStderrVisible, ClassifyTests, AddGradingNotes],
-                         help="the stages, in order (nbgrader Preprocessor classes or their import names)").tag(config=True)
+class Stages(LoggingConfigurable):
+    """A configurable list of nbgrader-style preprocessors (``preprocessors``: classes or import
+    names), made with this object's config: prepare's and assess's stage lists."""
+    preprocessors = List(help="the stages, in order (nbgrader Preprocessor classes or their import names)").tag(config=True)
 
     def stages(self) -> list[Preprocessor]:
         return [(import_item(c) if isinstance(c, str) else c)(parent=self, config=self.config)
                 for c in self.preprocessors]
+
+
+class AssessSubmission(Stages):
+    """The trusted steps between an executed notebook and nbgrader's scoring (``mlbd grade``)."""
+    preprocessors = List([FailUnrun, CheckIntegrity, ReportLimits, KeepStderrVisible, ClassifyTests, AddGradingNotes],
+                         help="the stages, in order (nbgrader Preprocessor classes or their import names)").tag(config=True)

@@ -25,10 +25,9 @@ from nbgrader import utils as nbg_utils
 from nbgrader.api import Gradebook
 from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec
 from traitlets import Bool, List
-from traitlets.config import LoggingConfigurable
-from traitlets.utils.importstring import import_item
 
-from . import boxfs, integrity, score
+from . import boxfs, integrity
+from .assess import Stages, grader_output
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 
@@ -376,15 +375,11 @@ class InsertIntegrityChecks(PrepareStage):
         return integrity.add_checks(nb, resources["mlbd"]["seed"]), resources
 
 
-class PrepareSubmission(LoggingConfigurable):
+class PrepareSubmission(Stages):
     """The trusted steps between a submitted notebook and the sandbox (``mlbd grade``)."""
     preprocessors = List([RepairMetadata, RejectUnanswered, TrustTheGradebook, Sanitize, ScanForHooks,
                           InsertIntegrityChecks],
                          help="the stages, in order (nbgrader Preprocessor classes or their import names)").tag(config=True)
-
-    def stages(self) -> list[Preprocessor]:
-        return [(import_item(c) if isinstance(c, str) else c)(parent=self, config=self.config)
-                for c in self.preprocessors]
 
 
 def sanitize(nb, resources, cfg, restore: bool = True) -> nbformat.NotebookNode:
@@ -409,7 +404,7 @@ def _blank(release: Path, resources, cfg, message: str) -> nbformat.NotebookNode
     nb = sanitize(nbformat.read(str(release), as_version=4), resources, cfg)
     for cell in nb.cells:
         if cell.cell_type == "code" and nbg_utils.is_grade(cell) and not nbg_utils.is_solution(cell):
-            score.grader_output(cell, "submission", message)
+            grader_output(cell, "submission", message)
     return nb
 
 

@@ -22,7 +22,7 @@ from nbgrader.preprocessors import Execute
 from traitlets.utils.importstring import import_item
 
 from ..course import ACTIVE_CONTENT
-from .assess import AssessSubmission, grader_output  # noqa: F401  (score.grader_output: prepare's blank notebooks)
+from .assess import AssessSubmission
 from .protocol import NotebookOutcome, ResultStore, Verdict
 from .protocol import RESULTS  # noqa: F401  (score.RESULTS: where report, cohort and items_report look)
 

@@ -28,6 +28,8 @@ import time
 import warnings
 from pathlib import Path
 
+import psutil
+
 RUN_DIR = Path("/run/mlbd-uids")
 
 
@@ -55,32 +57,18 @@ def lock_dir(runtime_dir: str = "") -> Path:
     return _trusted_dir(Path(runtime_dir or tempfile.gettempdir()) / "mlbd-uids")
 
 
-def _status(pid: str) -> tuple[bool, set[int]] | None:
-    """Whether /proc/PID is a live (not zombie) process, and its real, effective and saved uids."""
+def _runs_as(proc: psutil.Process | int, uid: int) -> bool:
+    """Whether ``proc`` (or that pid) is live (not a zombie) and runs as ``uid`` (real, effective or saved)."""
     try:
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            text = fh.read()
-    except OSError:
-        return None
-    live, uids = True, set()
-    for line in text.split(b"\n"):
-        if line.startswith(b"State:"):
-            live = line.split()[1] not in (b"Z", b"X")
-        elif line.startswith(b"Uid:"):
-            uids = {int(u) for u in line.split()[1:4]}
-            break
-    return live, uids
+        proc = proc if isinstance(proc, psutil.Process) else psutil.Process(proc)
+        return proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) and uid in proc.uids()
+    except psutil.Error:
+        return False
 
 
 def processes_of(uid: int) -> list[int]:
     """Pids of the live processes that run as ``uid`` (real, effective or saved)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _status(name)
-            if st is not None and st[0] and uid in st[1]:
-                found.append(int(name))
-    return found
+    return [p.pid for p in psutil.process_iter() if _runs_as(p, uid)]
 
 
 def kill_all(uid: int, timeout: float = 5.0) -> bool:
@@ -101,8 +89,7 @@ def kill_all(uid: int, timeout: float = 5.0) -> bool:
                 except OSError:
                     continue
                 fds.append(fd)
-                st = _status(str(pid))           # the pid is pinned now: still a process of the uid?
-                if st is not None and uid in st[1]:
+                if _runs_as(pid, uid):   # the pid is pinned now: still a process of the uid?
                     try:
                         signal.pidfd_send_signal(fd, signal.SIGKILL)
                     except OSError:
