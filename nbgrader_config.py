@@ -51,9 +51,9 @@ c.Sandbox.per_assignment = {"coursework2": {"memory_mb": 3072, "disk_mb": 1024, 
                                             "cell_timeout": 300}}
 c.Sandbox.max_output_bytes_cell = 1_000_000
 c.Sandbox.max_output_bytes_notebook = 8_000_000
-# UntrustedMetadata: submitted cells lose the grader's own `mlbd` key; a bad tag or id costs only its cell.
+# RepairMetadata: submitted cells lose the grader's own `mlbd` key; a bad tag or id costs only its cell.
 c.Autograde.autograde_preprocessors = [
-    "mlbd.grading.prepare.UntrustedMetadata",
+    "mlbd.grading.prepare.RepairMetadata",
     "mlbd.grading.kernel.SandboxedExecute", "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor", "nbgrader.preprocessors.LimitOutput",
     "nbgrader.preprocessors.SaveAutoGrades", "mlbd.deadlines.ApplyDeadlines",

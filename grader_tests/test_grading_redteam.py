@@ -281,11 +281,14 @@ def cases() -> dict[str, dict]:
     ``max`` and ``min`` are over both notebooks (sk 10, zz 2)."""
     return {
         # class 1
-        "canary_aware_swallow": dict(answers=WRONG, extra=[("q1", _CANARY_AWARE)], max=2,
-                                     xfail="canaries are told apart by shape (an assert and its negation); see report"),
+        # a hook that tells the reversed copies apart by shape swallows the failures of a test's twin
+        # too (the same cell with a different expected value), so test and twin both pass: flagged
+        "canary_aware_swallow": dict(answers=WRONG, extra=[("q1", _CANARY_AWARE)], expect="flag", max=2,
+                                     flag_has="t1: the test and its twin with a different expected value both held"),
         "shadowed_names": dict(answers=SHADOWED, extra=[("q1", _SHADOW)], max=6),
         "shadowed_then_restored": dict(answers=SHADOWED, extra=[("q1", _SHADOW), ("t5", "np = _numpy\ndel abs\n")], max=6,
-                                       xfail="the names are checked by the last probe only; see report"),
+                                       xfail="names restored before the last probe are caught only through a twin's check, "
+                                             "and t1's twin-able check (its shape) does not use np; see README"),
         "patched_library_class": dict(answers=PATCHED, extra=[("q1", _PATCH_LIBRARY)], max=6),
         "forged_new_test_cell": dict(answers=WRONG, meta="new_test", max=2),
         "tracer_skips_asserts": dict(answers=WRONG, extra=[("q1", _TRACER)], expect="flag", max=2),
@@ -404,6 +407,7 @@ def test_redteam(graded, name):
     expect = case.get("expect", "honest")
     if expect == "flag":
         assert row["flags"], f"{name} not flagged: {row}"
+        assert not case.get("flag_has") or any(case["flag_has"] in f for f in row["flags"]), row["flags"]
     if "max" in case and (expect == "honest" or not row["flags"]):
         assert row["score"] <= case["max"], f"{name} got {row['score']} > {case['max']} unflagged: {row}"
     if "min" in case:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 import textwrap
 
 import nbformat
@@ -268,6 +269,19 @@ def test_forged_grader_marks_are_stripped_from_submissions():
     assert forged and protocol.grader_error(nb.cells[0]) is None
 
 
+def test_one_metadata_repair_stage_serves_both_graders(caplog):
+    """Plain nbgrader autograde runs the same RepairMetadata (no job in its resources: the findings
+    go to the log); the old name in course configs is the same class."""
+    cell = nbformat.v4.new_code_cell("x = 1")
+    cell.metadata["mlbd"] = {"canary": True}
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    stage = prepare.RepairMetadata()
+    with caplog.at_level("WARNING"):
+        nb, _ = stage.preprocess(nb, {"nbgrader": {"notebook": "n"}})
+    assert "mlbd" not in nb.cells[0].metadata and caplog.records
+    assert prepare.UntrustedMetadata is prepare.RepairMetadata
+
+
 def test_prepare_stages_are_configurable_preprocessors(tmp_path):
     """mlbd grade's trusted steps are nbgrader-style Preprocessors: listed in config by import
     name, settings as traits, findings recorded on the NotebookJob in resources."""
@@ -359,3 +373,79 @@ def test_assess_stages_are_configurable_preprocessors():
     cfg.AssessSubmission.preprocessors = ["mlbd.grading.assess.CheckIntegrity"]   # by import name, as in nbgrader
     nb, v = run(_probed([]), NotebookOutcome("nb", notebook="{}"), assess.AssessSubmission(config=cfg).stages())
     assert not any(integrity.is_check(c) for c in nb.cells) and not v.tests and nb.cells[0].cell_type == "code"
+
+
+TWIN_TEST = textwrap.dedent('''\
+    r = f(2)
+    assert r == 4, "f(2) should be 4"
+    ### BEGIN HIDDEN TESTS
+    import numpy as np
+    assert f(3) == 9, "HIDDEN: f(3) is wrong"
+    assert np.isclose(f(0.5), 0.25, atol=1e-3), "HIDDEN: f(0.5) is wrong"
+    np.testing.assert_allclose([f(1), f(1.5)], [1.0, 2.25], rtol=1e-6)
+    assert [g(w) for w in ("bb", "aa", "cc")] == ["BB", "AA", "CC"], "HIDDEN: g is wrong"
+    assert g("dd") == "DD"
+    ### END HIDDEN TESTS''')
+
+
+def _run_with(source: str, f, g=str.upper, swallow: bool = False) -> bool:
+    if swallow:
+        source = "try:\n" + textwrap.indent(source, "    ") + "\nexcept BaseException:\n    pass\n"
+    try:
+        exec(compile(source, "<cell>", "exec"), {"f": f, "g": g})
+    except Exception:  # noqa: BLE001
+        return True
+    return False
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_a_twin_is_the_test_with_one_expected_value_changed_and_fails_for_the_right_answer(seed):
+    right = lambda x: x * x  # noqa: E731
+    assert not _run_with(TWIN_TEST, right)
+    twins = integrity.twin_copies(TWIN_TEST, random.Random(seed))
+    assert len(twins) == 5, twins      # one per literal the hidden checks compare with
+    lines = TWIN_TEST.splitlines()
+    for twin in twins:
+        other = twin.splitlines()
+        changed = [i for i, (a, b) in enumerate(zip(lines, other)) if a != b]
+        assert len(other) == len(lines) and len(changed) == 1, twin
+        assert 3 < changed[0] < len(lines) - 1, "only the hidden part changes (the release shows the rest)"
+        assert _run_with(twin, right), f"a twin held for the right answer:\n{twin}"
+        assert not _run_with(twin, right, swallow=True)
+        # what a hook cannot do: make the twin fail and the test pass without knowing which is which
+        assert _run_with(twin, lambda x: 0) and _run_with(TWIN_TEST, lambda x: 0)
+
+
+def test_twins_keep_the_authors_spelling_and_leave_unsafe_checks_alone():
+    twins = integrity.twin_copies(TWIN_TEST, random.Random(3))
+    changed = {b for t in twins for a, b in zip(TWIN_TEST.splitlines(), t.splitlines()) if a != b}
+    assert any(re.search(r"np\.isclose\(f\(0\.5\), 0\.\d\d, atol=1e-3\)", c) for c in changed), changed
+    assert any(re.search(r"\[1\.0, 2\.25\]|\[\d\.\d, 2\.25\]|\[1\.0, \d\.\d\d\]", c) for c in changed), changed
+    assert any('"DD"' not in c and re.search(r'== "[A-Z]{2}"', c) for c in changed), changed
+    # a message quoting the value, a tolerance the twin cannot read, a visible-only test: no twin
+    for src in ('### BEGIN HIDDEN TESTS\nassert f(3) == 9, "HIDDEN: f(3) should be 9"\n### END HIDDEN TESTS',
+                "### BEGIN HIDDEN TESTS\nassert np.isclose(f(3), 9, atol=tol)\n### END HIDDEN TESTS",
+                "### BEGIN HIDDEN TESTS\nassert np.isclose(f(3), 9, 0.5)\n### END HIDDEN TESTS",
+                "assert f(3) == 9",
+                "### BEGIN HIDDEN TESTS\nif True:\n    assert f(3) == 9\n### END HIDDEN TESTS"):
+        assert integrity.twin_copies(src, random.Random(0)) == [], src
+
+
+def test_a_test_and_its_twin_that_both_pass_are_tampering_and_a_twin_alone_is_for_review():
+    def graded(test_passes: bool, twin_passes: bool):
+        nb = integrity.add_checks(nbformat.v4.new_notebook(cells=[_test_cell(TWIN_TEST)]), 0)
+        nb.cells = [c for c in nb.cells if "probe" not in c.metadata.get("mlbd", {})]     # canaries only
+        twins = [c for c in nb.cells if c.metadata.get("mlbd", {}).get("twin_of") == "t1"]
+        assert len(twins) == 1 and twins[0].source != TWIN_TEST
+        failed = [nbformat.v4.new_output("error", ename="AssertionError", evalue="", traceback=[])]
+        for cell in nb.cells:
+            if cell is twins[0]:
+                cell.outputs = [] if twin_passes else failed
+            elif cell.metadata.get("nbgrader"):
+                cell.outputs = [] if test_passes else failed
+        return integrity.check_and_strip(nb)
+    strong, notes = graded(True, True)
+    assert any("both held" in s and "t1" in s for s in strong) and not notes
+    strong, notes = graded(False, True)
+    assert not strong and any("t1" in n and "review" in n for n in notes)
+    assert graded(True, False) == ([], []) and graded(False, False) == ([], [])

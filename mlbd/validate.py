@@ -7,6 +7,7 @@ so it executes notebooks directly with nbclient (no sandbox); student submission
 from __future__ import annotations
 
 import copy
+import random
 import re
 import shutil
 import time
@@ -138,7 +139,7 @@ def scored(nb, seconds: float) -> Execution:
 
 def run_with_every_canary(path: Path, workdir: Path, timeout: int = 300) -> tuple[list[str], list[str]]:
     """Run the instructor notebook with every canary ``mlbd grade`` could give each autograded test
-    cell (``integrity.reversed_copies``), where ``mlbd grade`` may put it: before the test when
+    cell (``integrity.reversed_copies`` and ``integrity.twin_copies``), where ``mlbd grade`` may put it: before the test when
     running the test twice is harmless (``integrity.runs_twice_safely``), after it otherwise.
 
     Returns ``(held, broken)``: canaries that did not fail, and test cells that failed with the
@@ -164,7 +165,8 @@ class CanaryRun:
             md = cell.metadata.get("nbgrader", {})
             canaries = []
             if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
-                canaries = [nbformat.v4.new_code_cell(source) for source in integrity.reversed_copies(cell.source)]
+                sources = integrity.reversed_copies(cell.source) + integrity.twin_copies(cell.source, random.Random(0))
+                canaries = [nbformat.v4.new_code_cell(source) for source in sources]
             before = integrity.runs_twice_safely(cell.source)
             for n, canary in enumerate(canaries if before else []):
                 self.where[len(cells)] = f"{md.get('grade_id')} (canary {n + 1}, before the test)"

@@ -78,15 +78,16 @@ class FailUnrun(AssessStage):
 
 class CheckIntegrity(AssessStage):
     """Read the canaries and probes prepare inserted and remove them (``integrity.check_and_strip``):
-    any finding flags the notebook and zeroes its autograded tests until a TA reviews it."""
+    a strong finding flags the notebook and zeroes its autograded tests until a TA reviews it; a
+    weaker one (a twin that held where its test failed) flags it for review and keeps the scores."""
 
     def preprocess(self, nb, resources):
         if self.executed(resources):
-            found, _ = integrity.check_and_strip(nb)
+            found, weaker = integrity.check_and_strip(nb)
+            v, name = self.verdict(resources), resources["mlbd"]["job"].name
             if found:
-                v = self.verdict(resources)
                 v.strong = True
-                v.flags += [f"{resources['mlbd']['job'].name}: {f}" for f in found]
+            v.flags += [f"{name}: {f}" for f in found + weaker]
         return nb, resources
 
 

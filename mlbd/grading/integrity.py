@@ -123,6 +123,222 @@ def canary_cell(test: nbformat.NotebookNode, rng: random.Random) -> nbformat.Not
     return cell
 
 
+# --------------------------------------------------------------------------------------------
+# Twins: the test cell with one expected value changed
+# --------------------------------------------------------------------------------------------
+
+# Calls that hold only when their first two arguments are equal (within a tolerance).
+_EQUAL_CALLS = {"isclose": (1e-5, 1e-8), "allclose": (1e-5, 1e-8), "assert_allclose": (1e-7, 0.0),
+                "assert_array_equal": (0.0, 0.0), "assert_array_almost_equal": (0.0, 1.5e-6),
+                "assert_almost_equal": (0.0, 1.5e-7), "assert_equal": (0.0, 0.0)}
+
+
+def _value(node: ast.expr):
+    """The literal a node spells (a number, a string, a flat list or tuple of numbers or of
+    strings), else None."""
+    try:
+        value = ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)     # noqa: E731
+    if number(value) or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and value and (all(map(number, value)) or all(isinstance(v, str) for v in value)):
+        return value
+    return None
+
+
+def _tolerance(call: ast.Call, name: str) -> tuple[float, float] | None:
+    """The check's tolerance (rtol, atol); None when it is not spelled out as literals (a variable
+    tolerance could be wide enough for the twin's value to pass too)."""
+    rtol, atol = _EQUAL_CALLS[name]
+    if len(call.args) > 2 or any(isinstance(a, ast.Starred) for a in call.args):
+        return None
+    for kw in call.keywords:
+        if kw.arg is None:
+            return None
+        if kw.arg in ("rtol", "rel_tol", "atol", "abs_tol", "decimal"):
+            v = _value(kw.value)
+            if not isinstance(v, (int, float)):
+                return None
+            if kw.arg in ("rtol", "rel_tol"):
+                rtol = float(v)
+            elif kw.arg in ("atol", "abs_tol"):
+                atol = float(v)
+            else:
+                atol = 1.5 * 10 ** (-float(v))
+    return rtol, atol
+
+
+def _sites(stmt: ast.stmt) -> list[tuple[ast.expr, tuple[float, float]]]:
+    """Literals a top-level statement requires its value to equal: ``assert x == LIT``, ``assert
+    np.isclose(x, LIT)`` and the ``np.testing.assert_*`` equality checks, with their tolerance."""
+    call = None
+    if isinstance(stmt, ast.Assert):
+        t = stmt.test
+        if isinstance(t, ast.Compare) and len(t.ops) == 1 and isinstance(t.ops[0], ast.Eq):
+            return [(side, (0.0, 0.0)) for side in (t.left, t.comparators[0]) if _value(side) is not None]
+        call = t if isinstance(t, ast.Call) else None
+    elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+        call = stmt.value
+    if call is None:
+        return []
+    f = call.func
+    name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+    if name not in _EQUAL_CALLS or (isinstance(stmt, ast.Assert) and name.startswith("assert_")) \
+            or (not isinstance(stmt, ast.Assert) and not name.startswith("assert_")):
+        return []
+    tol = _tolerance(call, name)
+    return [] if tol is None else [(arg, tol) for arg in call.args[:2] if _value(arg) is not None]
+
+
+def _decimals(text: str) -> int | None:
+    """Digits after the point of a plain decimal literal; None for an exponent or a hex spelling."""
+    m = re.fullmatch(r"\s*[-+]?\d*\.(\d*)\s*", text)
+    return len(m.group(1)) if m else None
+
+
+def _number(value, text: str, tol: tuple[float, float], rng: random.Random) -> str | None:
+    """``value`` moved well outside ``tol``, spelled like ``text`` (an int as an int, a decimal with
+    as many decimals)."""
+    rtol, atol = tol
+    need = 2 * (atol + rtol * abs(value)) + 1e-9
+    plain_int = re.fullmatch(r"\s*[-+]?\d+\s*", text) is not None
+    places = _decimals(text)
+    if not plain_int and places is None:
+        return None
+    for _ in range(20):
+        if plain_int:
+            step = max(rng.choice([2, 3, 4, 5, 7]), int(need) + 1)
+            down = value - step
+            # a count stays a count: a positive value never becomes 0 or negative, 0 never negative
+            new = down if rng.random() < 0.5 and (down > 0 or value < 0) else value + step
+            out = str(new)
+        else:
+            r = rng.uniform(0.1, 0.45) * rng.choice([-1, 1])     # a positive value stays positive
+            new = value * (1 + r) if value else rng.choice([-1, 1]) * max(need * 10, rng.randint(1, 9) * 10 ** -max(places, 1))
+            out = f"{new:.{places}f}"
+        if abs(float(out) - value) > need and out.strip() != text.strip():
+            return out
+    return None
+
+
+def _quoted(value: str, like: str) -> str | None:
+    """``value`` as a string literal in ``like``'s quotes; None for prefixed or escaped spellings."""
+    q = like[:1]
+    if q not in ("'", '"') or like[:3] in ("\'\'\'", '"""'):
+        return None
+    if q in value or "\\" in value or "\n" in value or not value.isprintable():
+        return None
+    return q + value + q
+
+
+def _mutant(source: str, node: ast.expr, tol, strings: list[str], rng: random.Random) -> str | None:
+    """The source of a literal that differs from ``node``'s: a number moved out of tolerance, a
+    string the cell uses elsewhere, a list with one element changed or two strings swapped."""
+    value = _value(node)
+    text = ast.get_source_segment(source, node) or ""
+    if isinstance(value, (int, float)):
+        return _number(value, text, tol, rng)
+    if isinstance(value, str):
+        others = sorted({s for s in strings if s != value and _quoted(s, text)})
+        shape = lambda t: (t.isidentifier(), t.isupper(), t.islower(), t[:1].isupper())     # noqa: E731
+        alike = [s for s in others if len(value) / 2 <= len(s) <= len(value) * 2 and shape(s) == shape(value)]
+        return _quoted(rng.choice(alike or others), text) if others else None
+    parts = [ast.get_source_segment(source, e) for e in node.elts]
+    if not all(parts):
+        return None
+    if all(isinstance(v, str) for v in value):
+        pairs = [(i, j) for i in range(len(value)) for j in range(i + 1, len(value)) if value[i] != value[j]]
+        if not pairs:
+            return None
+        i, j = rng.choice(pairs)
+        parts[i], parts[j] = parts[j], parts[i]
+    else:
+        k = rng.randrange(len(parts))
+        moved = _number(value[k], parts[k], tol, rng)
+        if moved is None:
+            return None
+        parts[k] = moved
+    # only the elements change: the brackets, commas and spacing between them are the author's
+    a = node.elts[0]
+    starts = _offsets(source)
+    raw = source.encode()
+    at = lambda line, col: starts[line - 1] + col          # noqa: E731
+    out = raw[at(node.lineno, node.col_offset):at(a.lineno, a.col_offset)]
+    for k, e in enumerate(node.elts):
+        out += parts[k].encode()
+        nxt = node.elts[k + 1] if k + 1 < len(node.elts) else None
+        end = at(nxt.lineno, nxt.col_offset) if nxt else at(node.end_lineno, node.end_col_offset)
+        out += raw[at(e.end_lineno, e.end_col_offset):end]
+    return out.decode()
+
+
+_NUMBER_WORDS = {0: "zero|no|none", 1: "one|single", 2: "two|both|pair|twice", 3: "three|third|thrice",
+                 4: "four|quarter", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten",
+                 11: "eleven", 12: "twelve", 0.5: "half", 0.25: "quarter"}
+
+
+def _quotes(message: str, value) -> bool:
+    """Whether an assert's message names ``value`` (a number in digits or in words, a string, an
+    element of a list): a twin would then contradict its own message."""
+    if not message:
+        return False
+    low = message.lower()
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(v, str):
+            if v.lower() in low:
+                return True
+            continue
+        spellings = [re.escape(repr(v))] + ([str(int(v))] if float(v).is_integer() else [])
+        if v in _NUMBER_WORDS:
+            spellings.append(_NUMBER_WORDS[v])
+        if re.search(rf"(?<![\w.])({'|'.join(spellings)})(?![\w.])", low):
+            return True
+    return False
+
+
+def twin_copies(source: str, rng: random.Random) -> list[str]:
+    """Every twin a test cell can get: the cell exactly as it is except for one expected value in a
+    top-level equality check of its hidden part (``assert x == 3`` → ``assert x == 5``, a number
+    moved well past the check's tolerance, a string swapped for another the cell uses, a list with
+    one element changed or two swapped). An answer that passes the test fails its twin at that check,
+    so a test and its twin that both pass mean the kernel makes failing checks pass; and a hook that
+    wants to let twins fail and tests pass must tell which of the two holds the right value, which
+    it cannot without knowing the answer. Empty for a cell without such a check (or not parsing)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    hidden = _HIDDEN.search(source)
+    if not hidden:
+        return []        # the release shows a visible test: a twin of it would be recognisable
+    lo = source[:hidden.start()].count("\n") + 1
+    hi = source[:hidden.end()].count("\n") + 1
+    strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+               and lo < getattr(n, "lineno", 0) < hi]
+    starts = _offsets(source)
+    raw = source.encode()
+    out = []
+    for stmt in tree.body:
+        if not lo < stmt.lineno < hi:
+            continue
+        message = ""
+        if isinstance(stmt, ast.Assert) and stmt.msg is not None:
+            message = ast.get_source_segment(source, stmt.msg) or ""
+        for node, tol in _sites(stmt):
+            text = ast.get_source_segment(source, node)
+            if not text or _quotes(message, _value(node)):
+                continue     # the author's message gives the value away: the twin's would not match it
+            new = _mutant(source, node, tol, [s for s in strings if s not in message], rng)
+            if new is None:
+                continue
+            a = starts[node.lineno - 1] + node.col_offset
+            b = starts[node.end_lineno - 1] + node.end_col_offset
+            out.append((raw[:a] + new.encode() + raw[b:]).decode())
+    return out
+
+
 PROBE = r'''
 def _{nonce}():
     import sys, json, builtins
@@ -338,8 +554,10 @@ def runs_twice_safely(source: str) -> bool:
 
 def add_checks(nb: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
     """Insert a probe first and last and, next to every autograded test cell, a canary built from
-    that cell (in place). Which of the two comes first is random where running the test twice
-    changes nothing; ``seed`` is mixed with a secret, so a student cannot derive the order."""
+    that cell (in place): its twin (``twin_copies``) where the hidden part has an equality check
+    with a literal, else a reversed copy (``canary_cell``). Which of the two comes first is random
+    where running the test twice changes nothing; ``seed`` is mixed with a secret, so a student
+    cannot derive the order or the twin's value."""
     rng = random.Random(f"{seed}/{secrets.token_hex(16)}")
     nonce = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12))
     checks = binding_checks(nb)
@@ -347,7 +565,12 @@ def add_checks(nb: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
     for cell in nb.cells:
         md = cell.metadata.get("nbgrader", {})
         if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
-            canary = canary_cell(cell, rng)
+            twins = twin_copies(cell.source, rng)
+            if twins:
+                canary = nbformat.v4.new_code_cell(rng.choice(twins))
+                canary.metadata[MARK] = {"canary": True, "twin_of": md.get("grade_id")}
+            else:
+                canary = canary_cell(cell, rng)
             first = runs_twice_safely(cell.source) and rng.random() < 0.5
             cells += [canary, cell] if first else [cell, canary]
         else:
@@ -400,6 +623,7 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
     first = last = None
     kept = []
     canaries = passed = 0
+    twins: list[str] = []           # grade ids whose twin passed
     shadowed: set[str] = set()
     patched: set[str] = set()
     for cell in nb.cells:
@@ -407,7 +631,11 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
         if not is_check(cell):
             kept.append(cell)
             continue
-        if "canary" in meta:
+        if "canary" in meta and meta.get("twin_of") is not None:
+            canaries += 1
+            if not _failed(cell):
+                twins.append(str(meta["twin_of"]))
+        elif "canary" in meta:
             canaries += 1
             passed += not _failed(cell)
         elif meta.get("probe") == "first":
@@ -423,8 +651,17 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
         strong.append("library code the tests use is patched by the notebook: " + ", ".join(sorted(map(str, patched))[:8]))
     if shadowed:
         strong.append("names the tests use are rebound by the notebook: " + ", ".join(sorted(map(str, shadowed))[:8]))
+    tests = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in kept}
+    both = [gid for gid in twins if gid in tests and not _failed(tests[gid])]
+    passed += len(both)
     if passed:
-        strong.append(f"failures are swallowed: {passed} of {canaries} copies of test cells that must fail passed")
+        strong.append(f"failures are swallowed: {passed} of {canaries} copies of test cells that must fail passed"
+                      + (f" ({', '.join(both[:8])}: the test and its twin with a different expected value both held)"
+                         if both else ""))
+    for gid in twins:
+        if gid not in both:
+            notes.append(f"{gid}: the copy of this test with a different expected value passed and the test failed: "
+                         "either the answer equals that value, or the kernel chose which checks fail (review)")
     if first is not None and last is not None:
         for key, what in [("input_transformers_post", "input transformers rewrite later cells"),
                           ("input_transformers_cleanup", "input transformers rewrite later cells"),

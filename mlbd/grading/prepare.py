@@ -306,13 +306,26 @@ class PrepareStage(Preprocessor):
 
 class RepairMetadata(PrepareStage):
     """Take the grader's own ``mlbd`` key off every submitted cell (flagged) and repair the cell
-    metadata a student's editor broke (a bad tag or id costs only its cell)."""
+    metadata a student's editor broke (a bad tag or id costs only its cell).
+
+    One class for both graders: in ``mlbd grade``'s prepare step what it finds goes to the job
+    (errors the student reads, flags for review); first in plain ``nbgrader autograde``'s
+    ``Autograde.autograde_preprocessors`` (the formgrader's button too), where there is no job, it
+    goes to the log, so a submitted cell cannot carry the grader's key into ``autograded/``."""
+    enabled = Bool(True, help="repair submitted cell metadata (turning it off trusts the submission's)").tag(config=True)
 
     def preprocess(self, nb, resources):
+        if not self.enabled:
+            return nb, resources
         repaired, forged = repair_metadata(nb)
+        job = (resources.get("mlbd") or {}).get("job")
+        if job is None:
+            for line in repaired + forged:
+                self.log.warning("%s", line)
+            return nb, resources
         name = resources["nbgrader"]["notebook"]
-        self.job(resources).errors.extend(f"{name}: {r}" for r in repaired)
-        self.job(resources).flags.extend(f"{name}: {f}" for f in forged)
+        job.errors.extend(f"{name}: {r}" for r in repaired)
+        job.flags.extend(f"{name}: {f}" for f in forged)
         return nb, resources
 
 
@@ -495,15 +508,5 @@ def input_files(coursedir, assignment: str, student: str, exclude: list[str], ma
     return files
 
 
-class UntrustedMetadata(Preprocessor):
-    """Plain ``nbgrader autograde`` (and the formgrader's button): the same metadata repair as
-    ``mlbd grade``'s prepare step, first in ``Autograde.autograde_preprocessors``, so a submitted
-    cell cannot carry the grader's ``mlbd`` key into ``autograded/`` and feedback, and a bad tag or
-    id costs only its cell."""
-    enabled = Bool(True).tag(config=True)
-
-    def preprocess(self, nb, resources):
-        notes, forged = repair_metadata(nb)
-        for line in notes + forged:
-            self.log.warning("%s", line)
-        return nb, resources
+# The name earlier course configs give the same stage in ``Autograde.autograde_preprocessors``.
+UntrustedMetadata = RepairMetadata

@@ -37,11 +37,11 @@ class ScoreConverter(Autograde):
         return STAGING
 
     def _init_preprocessors(self) -> None:
-        from .prepare import UntrustedMetadata
+        from .prepare import RepairMetadata
         self.exporter._preprocessors = []
         for pp in self.autograde_preprocessors:
             cls = import_item(pp) if isinstance(pp, str) else pp
-            if isinstance(cls, type) and issubclass(cls, (Execute, UntrustedMetadata)):
+            if isinstance(cls, type) and issubclass(cls, (Execute, RepairMetadata)):
                 continue          # executed already; metadata repaired by prepare (and now trusted)
             self.exporter.register_preprocessor(cls)
 

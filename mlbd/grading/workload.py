@@ -69,6 +69,7 @@ Xtr, Xte, ytr, yte = split(X, y)
 assert len(Xte) == 75, "the test part should hold a quarter of the rows"
 ### BEGIN HIDDEN TESTS
 assert np.allclose(Xtr, train_test_split(X, y, test_size=0.25, random_state=0)[0]), "HIDDEN_TEST_ONE: use random_state=0"
+assert Xtr.shape == (225, 6), "HIDDEN_TEST_ONE: three quarters of the rows go to training"
 ### END HIDDEN TESTS
 %% solution q2
 def scale(Xtr, Xte):
