@@ -98,6 +98,14 @@ def _close(a, b, *r, **k):
 np.__dict__["all" + "close"] = _close
 abs = lambda x: 0
 '''
+_SILENCE = '''
+setattr(get_ipython(), "user_" + "expressions", lambda expressions: {})
+'''
+_UNSILENCE = '''
+np = _numpy
+del abs
+delattr(get_ipython(), "user_" + "expressions")
+'''
 SHADOWED = dict(R, q3="def fit(Xtr, ytr):\n    return LogisticRegression(C=0.05).fit(Xtr, ytr)",
                 q4="def accuracy(model, X, y):\n    return 0.7")      # honest: t1, t2, t5 = 6
 
@@ -286,9 +294,12 @@ def cases() -> dict[str, dict]:
         "canary_aware_swallow": dict(answers=WRONG, extra=[("q1", _CANARY_AWARE)], expect="flag", max=2,
                                      flag_has="t1: the test and its twin with a different expected value both held"),
         "shadowed_names": dict(answers=SHADOWED, extra=[("q1", _SHADOW)], max=6),
+        # restored before the last probe: caught by the check each passing test cell's reply carries
         "shadowed_then_restored": dict(answers=SHADOWED, extra=[("q1", _SHADOW), ("t5", "np = _numpy\ndel abs\n")], max=6,
-                                       xfail="names restored before the last probe are caught only through a twin's check, "
-                                             "and t1's twin-able check (its shape) does not use np; see README"),
+                                       expect="flag", flag_has="names the tests use are rebound by the notebook: abs, np"),
+        # ... and with that check silenced (the shell answers no user expressions) until the last probe
+        "shadowed_check_silenced": dict(answers=SHADOWED, extra=[("q1", _SHADOW + _SILENCE), ("t5", _UNSILENCE)], max=6,
+                                        expect="flag", flag_has="lacks the grader's check"),
         "patched_library_class": dict(answers=PATCHED, extra=[("q1", _PATCH_LIBRARY)], max=6),
         "forged_new_test_cell": dict(answers=WRONG, meta="new_test", max=2),
         "tracer_skips_asserts": dict(answers=WRONG, extra=[("q1", _TRACER)], expect="flag", max=2),

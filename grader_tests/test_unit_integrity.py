@@ -92,8 +92,15 @@ def test_canary_of_a_test_without_asserts_still_fails():
 def test_mutating_tests_run_their_canary_after_them():
     assert integrity.runs_twice_safely(TEST)
     for source in ("xs.append(1)\nassert len(xs) == 1", "n += 1\nassert n", "model.fit(X, y)\nassert model",
-                   "d['k'] = 1\nassert d"):
-        assert not integrity.runs_twice_safely(source)
+                   "d['k'] = 1\nassert d", "xs.append(1)\nxs = []", "m = model\nm.fit(X, y)", "a, b = f()\na.append(1)",
+                   "a = np.asarray(x)\na[0] = 1", "def g(a):\n    a.append(1)", "r = np.random.default_rng(1)\nr.shuffle(x)",
+                   "m = keras.Sequential()\nm.fit(X, y)", "global q\nq = 1", "np.random.seed(0)"):
+        assert not integrity.runs_twice_safely(source), source
+    # what a cell changes but created itself is made again by the next run: it can run twice
+    for source in ("xs = []\nxs.append(1)\nassert len(xs) == 1", "n = 0\nn += 1", "m = Ridge().fit(X, y)\nassert m",
+                   "d = {}\nd['k'] = 1", "a = np.array(x)\na[0] = 1", "a, b = [], {}\na.append(1)\nb[1] = 2",
+                   "class A:\n    def __init__(self, f):\n        self.f = f", "def g(a):\n    b = []\n    b.append(a)"):
+        assert integrity.runs_twice_safely(source), source
     nb = nbformat.v4.new_notebook(cells=[_test_cell("xs.append(1)\nassert len(xs) == 1, 'one'")])
     for seed in range(10):
         cells = integrity.add_checks(nbformat.from_dict(nb), seed).cells
@@ -427,8 +434,41 @@ def test_twins_keep_the_authors_spelling_and_leave_unsafe_checks_alone():
                 "### BEGIN HIDDEN TESTS\nassert np.isclose(f(3), 9, atol=tol)\n### END HIDDEN TESTS",
                 "### BEGIN HIDDEN TESTS\nassert np.isclose(f(3), 9, 0.5)\n### END HIDDEN TESTS",
                 "assert f(3) == 9",
-                "### BEGIN HIDDEN TESTS\nif True:\n    assert f(3) == 9\n### END HIDDEN TESTS"):
+                "### BEGIN HIDDEN TESTS\nif True:\n    assert f(3) == 9\n### END HIDDEN TESTS",
+                # a check that may never run, or a value that may not have to hold
+                "### BEGIN HIDDEN TESTS\nfor x in xs:\n    assert f(x) == 9\n### END HIDDEN TESTS",
+                "### BEGIN HIDDEN TESTS\nfor x in []:\n    assert f(x) == 9\n### END HIDDEN TESTS",
+                "### BEGIN HIDDEN TESTS\nfor x in [1, 2]:\n    if x > 1:\n        break\n    assert f(x) == 9\n"
+                "### END HIDDEN TESTS",
+                "### BEGIN HIDDEN TESTS\nassert f(3) == 9 or f(2) == 4\n### END HIDDEN TESTS",
+                # an expected string swapped for a message would read as one
+                '### BEGIN HIDDEN TESTS\nassert g(1) == "RELU", "the activation is not the one asked for"\n'
+                '### END HIDDEN TESTS'):
         assert integrity.twin_copies(src, random.Random(0)) == [], src
+
+
+LOOP_TEST = textwrap.dedent('''\
+    ### BEGIN HIDDEN TESTS
+    for x in [1, 2, 3]:
+        y = f(x)
+        assert y >= 0 and f(-x) == y, "f is even and not negative"
+        for k in range(2):
+            np.testing.assert_allclose(f(x * k * 0), 0.0, atol=1e-9, err_msg="f is wrong at the origin")
+    assert f(0) == 0 and g("ab") == "AB" and g("cd") == "CD", "f or g is wrong"
+    ### END HIDDEN TESTS''')
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_twins_reach_checks_joined_by_and_and_in_loops_that_always_run(seed):
+    import numpy as np
+    right = lambda x: x * x  # noqa: E731
+    ns = lambda: {"f": right, "g": str.upper, "np": np}     # noqa: E731
+    exec(LOOP_TEST, ns())
+    twins = integrity.twin_copies(LOOP_TEST, random.Random(seed))
+    assert len(twins) == 4, twins      # the inner loop's allclose, and the three parts of the last `and`
+    for twin in twins:
+        with pytest.raises(AssertionError):
+            exec(twin, ns())
 
 
 def test_a_test_and_its_twin_that_both_pass_are_tampering_and_a_twin_alone_is_for_review():
@@ -449,3 +489,58 @@ def test_a_test_and_its_twin_that_both_pass_are_tampering_and_a_twin_alone_is_fo
     strong, notes = graded(False, True)
     assert not strong and any("t1" in n and "review" in n for n in notes)
     assert graded(True, False) == ([], []) and graded(False, False) == ([], [])
+
+
+USING = textwrap.dedent('''\
+    import numpy as np
+    from numpy import allclose
+    ''')
+
+
+def test_the_check_after_a_passing_test_cell_names_what_is_rebound_at_that_moment():
+    """Shadowing a name the tests use and restoring it before the last probe (no hook at all) is seen
+    by the user expression every test cell's execute request carries, which reaches the namespace
+    and the builtins through a lambda, not through names the notebook can shadow."""
+    import builtins
+    import types
+
+    import numpy
+    locked = nbformat.v4.new_code_cell(USING)
+    locked.metadata["nbgrader"] = {"locked": True, "grade": False, "solution": False, "grade_id": "imports"}
+    test = _test_cell("assert allclose(abs(np.array([-1.0])), 1.0)")
+    nb = integrity.add_checks(nbformat.v4.new_notebook(cells=[locked, test]), 0)
+    graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") or "canary" in c.metadata.get("mlbd", {})]
+    assert len(graded) == 2 and len({c.metadata["mlbd"]["after"] for c in graded}) == 1   # test and canary alike
+    expr = graded[0].metadata["mlbd"]["after"]
+    honest = {"np": numpy, "allclose": numpy.allclose, "__builtins__": builtins}
+    assert eval(expr, honest) == []
+    fake = types.ModuleType("numpy")
+    fake.__dict__.update(vars(numpy))
+    cheat = {"np": fake, "allclose": lambda *a, **k: True, "abs": lambda x: 0, "__builtins__": builtins,
+             # the names the check itself would use, were it to look them up in the notebook
+             "isinstance": lambda *a: False, "sorted": lambda x: [], "getattr": None, "callable": None, "eval": None}
+    assert eval(expr, cheat) == ["abs", "allclose", "np"]
+
+
+def test_what_the_check_after_a_test_cell_reported_is_judged_by_the_trusted_side():
+    def graded(report):
+        locked = nbformat.v4.new_code_cell(USING)
+        locked.metadata["nbgrader"] = {"locked": True, "grade": False, "solution": False, "grade_id": "imports"}
+        nb = integrity.add_checks(nbformat.v4.new_notebook(cells=[locked, _test_cell("assert np.allclose(f(1), 1)")]), 0)
+        for cell in nb.cells:
+            if cell.metadata.get("nbgrader", {}).get("grade"):
+                assert cell.metadata["mlbd"]["after"]
+                if report is not None:
+                    cell.metadata["mlbd"]["bindings"] = report
+        strong, notes = integrity.check_and_strip(nb)
+        assert not any(set(c.metadata.get("mlbd", {})) & {"after", "bindings"} for c in nb.cells)
+        return strong, notes
+
+    assert integrity.use_report({"user_expressions": {"mlbd": {"status": "ok", "data": {"text/plain": "['np']"}}}}) == ["np"]
+    assert integrity.use_report({"user_expressions": {"mlbd": {"status": "error", "ename": "NameError"}}}) == "error"
+    assert integrity.use_report({"user_expressions": {}}) == "missing"
+    assert integrity.use_report({"user_expressions": {"mlbd": {"status": "ok", "data": {"text/plain": "os.system"}}}}) == "error"
+    assert any("rebound by the notebook: np" in s for s in graded(["np"])[0])
+    assert any("lacks the grader's check" in s for s in graded("missing")[0])
+    assert any("could not run" in n for n in graded("error")[1])
+    assert not any("rebound" in s or "check" in s for s in graded([])[0] + graded(None)[0])

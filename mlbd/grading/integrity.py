@@ -170,26 +170,67 @@ def _tolerance(call: ast.Call, name: str) -> tuple[float, float] | None:
     return rtol, atol
 
 
-def _sites(stmt: ast.stmt) -> list[tuple[ast.expr, tuple[float, float]]]:
-    """Literals a top-level statement requires its value to equal: ``assert x == LIT``, ``assert
-    np.isclose(x, LIT)`` and the ``np.testing.assert_*`` equality checks, with their tolerance."""
-    call = None
-    if isinstance(stmt, ast.Assert):
-        t = stmt.test
-        if isinstance(t, ast.Compare) and len(t.ops) == 1 and isinstance(t.ops[0], ast.Eq):
-            return [(side, (0.0, 0.0)) for side in (t.left, t.comparators[0]) if _value(side) is not None]
-        call = t if isinstance(t, ast.Call) else None
-    elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
-        call = stmt.value
-    if call is None:
+def _call_sites(call: ast.expr, asserted: bool) -> list[tuple[ast.expr, tuple[float, float]]]:
+    """The literal arguments of an equality call (``np.isclose(x, LIT)`` inside an assert, the
+    ``np.testing.assert_*`` checks as statements), with the call's tolerance."""
+    if not isinstance(call, ast.Call):
         return []
     f = call.func
     name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
-    if name not in _EQUAL_CALLS or (isinstance(stmt, ast.Assert) and name.startswith("assert_")) \
-            or (not isinstance(stmt, ast.Assert) and not name.startswith("assert_")):
+    if name not in _EQUAL_CALLS or name.startswith("assert_") == asserted:
         return []
     tol = _tolerance(call, name)
     return [] if tol is None else [(arg, tol) for arg in call.args[:2] if _value(arg) is not None]
+
+
+def _condition_sites(test: ast.expr) -> list[tuple[ast.expr, tuple[float, float]]]:
+    """Literals an assert's condition requires a value to equal: ``x == LIT``, ``np.isclose(x,
+    LIT)``, and each of those joined by ``and`` (all of them hold when the assert does)."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return [site for v in test.values for site in _condition_sites(v)]
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
+        return [(side, (0.0, 0.0)) for side in (test.left, test.comparators[0]) if _value(side) is not None]
+    return _call_sites(test, asserted=True)
+
+
+def _sites(stmt: ast.stmt) -> list[tuple[ast.expr, tuple[float, float]]]:
+    """Literals a check statement requires its value to equal: ``assert x == LIT``, ``assert
+    np.isclose(x, LIT)`` (alone or joined by ``and``) and the ``np.testing.assert_*`` equality
+    checks, with their tolerance."""
+    if isinstance(stmt, ast.Assert):
+        return _condition_sites(stmt.test)
+    if isinstance(stmt, ast.Expr):
+        return _call_sites(stmt.value, asserted=False)
+    return []
+
+
+def _runs_body(loop: ast.stmt) -> bool:
+    """Whether every statement directly in a ``for`` loop's body runs at least once whenever the
+    loop finishes: it walks a non-empty literal (a list or tuple display, ``range(N)`` with N ≥ 1)
+    and nothing in it skips ahead (``break``, ``continue``)."""
+    if not isinstance(loop, ast.For) or loop.orelse:
+        return False
+    it = loop.iter
+    if isinstance(it, (ast.List, ast.Tuple)):
+        ok = bool(it.elts) and not any(isinstance(e, ast.Starred) for e in it.elts)
+    elif isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range" and len(it.args) == 1:
+        n = _value(it.args[0])
+        ok = isinstance(n, int) and n >= 1 and not it.keywords
+    else:
+        ok = False
+    return ok and not any(isinstance(n, (ast.Break, ast.Continue)) for n in ast.walk(loop))
+
+
+def _checks(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Statements that run whenever the cell passes: the top level and, recursively, the direct
+    body of a loop that ``_runs_body``. A check under an ``if`` or a ``try`` may never run, so
+    changing its value would not make the twin fail."""
+    out = []
+    for stmt in body:
+        out.append(stmt)
+        if _runs_body(stmt):
+            out += _checks(stmt.body)
+    return out
 
 
 def _decimals(text: str) -> int | None:
@@ -244,7 +285,8 @@ def _mutant(source: str, node: ast.expr, tol, strings: list[str], rng: random.Ra
         others = sorted({s for s in strings if s != value and _quoted(s, text)})
         shape = lambda t: (t.isidentifier(), t.isupper(), t.islower(), t[:1].isupper())     # noqa: E731
         alike = [s for s in others if len(value) / 2 <= len(s) <= len(value) * 2 and shape(s) == shape(value)]
-        return _quoted(rng.choice(alike or others), text) if others else None
+        # an expected value swapped for a sentence or a name of another kind would give the twin away
+        return _quoted(rng.choice(alike), text) if alike else None
     parts = [ast.get_source_segment(source, e) for e in node.elts]
     if not all(parts):
         return None
@@ -315,12 +357,17 @@ def twin_copies(source: str, rng: random.Random) -> list[str]:
         return []        # the release shows a visible test: a twin of it would be recognisable
     lo = source[:hidden.start()].count("\n") + 1
     hi = source[:hidden.end()].count("\n") + 1
+    # the strings the hidden checks use as values: never a message, which no expected value looks like
+    messages = {id(m) for node in ast.walk(tree) for part in (
+        [node.msg] if isinstance(node, ast.Assert) and node.msg is not None else
+        [k.value for k in node.keywords if k.arg in ("err_msg", "msg")] if isinstance(node, ast.Call) else [])
+        for m in ast.walk(part)}
     strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-               and lo < getattr(n, "lineno", 0) < hi]
+               and lo < getattr(n, "lineno", 0) < hi and id(n) not in messages]
     starts = _offsets(source)
     raw = source.encode()
     out = []
-    for stmt in tree.body:
+    for stmt in _checks(tree.body):
         if not lo < stmt.lineno < hi:
             continue
         message = ""
@@ -361,7 +408,7 @@ def _{nonce}():
     r["events"] = {{k: sum(map(user, v)) for k, v in ip.events.callbacks.items()}}
     r["patched_shell_methods"] = sorted(n for n in ("run_cell", "run_cell_async", "run_ast_nodes", "run_code",
         "showtraceback", "_showtraceback", "showsyntaxerror", "transform_cell", "transform_ast",
-        "should_run_async", "ex", "ev", "run_line_magic") if n in vars(ip)
+        "should_run_async", "ex", "ev", "run_line_magic", "user_expressions") if n in vars(ip)
         or getattr(shell_cls, n, None) is not getattr(sys.modules[shell_cls.__module__].__dict__.get(shell_cls.__name__, shell_cls), n, None))
     r["excepthook"] = repr(sys.excepthook)[:60]
     r["trace"] = [sys.gettrace() is not None, sys.getprofile() is not None]
@@ -407,7 +454,7 @@ def _{nonce}():
         if mod is None or n not in ns:
             continue
         want = mod if a is None else getattr(mod, a, ns[n])
-        if (a is None or isinstance(want, (type, types.FunctionType, types.BuiltinFunctionType))) and ns[n] is not want:
+        if (a is None or (callable(want) and not isinstance(want, types.MethodType))) and ns[n] is not want:
             shadowed.append(n)
     # IPython's own `open` (user_ns_hidden) is as released; `sum = 0` only breaks the tests honestly
     for n in chk["builtins"]:
@@ -460,6 +507,43 @@ def _{nonce}():
 _{nonce}()
 del _{nonce}
 '''
+
+
+# Evaluated by the kernel right after a test cell (or a canary) that passed, as the execute
+# request's user expression (no cell of its own, so tests and canaries still read the same): the
+# names the tests use that are rebound at that moment. It reaches the namespace and the builtins
+# through a lambda's attributes, not through names the notebook could shadow, and evaluates the
+# rest in a namespace of its own.
+USE_CHECK = r'''(lambda f: f.__builtins__["eval"]({src!r}, {{"__builtins__": f.__builtins__, "g": f.__globals__}}))(lambda: 0)'''
+_USE_CHECK_SRC = """(lambda sys, types, bi, ip, c: sorted(
+    [n for n, (m, a) in c["bind"].items() if n in g and sys.modules.get(m) is not None
+     and (lambda want: (a is None or (callable(want) and not isinstance(want, types.MethodType)))
+          and g[n] is not want)(sys.modules[m] if a is None else getattr(sys.modules[m], a, g[n]))]
+    + [n for n in c["builtins"] if n in g and callable(g[n]) and g[n] is not getattr(bi, n, None)
+       and (ip is None or g[n] is not ip.user_ns_hidden.get(n))]))(
+    __import__("sys"), __import__("types"), __import__("builtins"),
+    getattr(__import__("sys").modules.get("IPython"), "get_ipython", lambda: None)(), CHECKS)"""
+
+
+def use_check(checks: dict) -> str:
+    """The user expression that lists the names in ``checks`` (``binding_checks``) rebound now."""
+    return USE_CHECK.format(src=_USE_CHECK_SRC.replace("CHECKS", repr({"bind": checks["bind"], "builtins": checks["builtins"]})))
+
+
+def use_report(reply: dict | None):
+    """What the expression reported in an execute reply's content: the rebound names (a list),
+    ``"error"`` when it could not be evaluated, ``"missing"`` when a reply to a cell that ran
+    without error does not carry it (only an intercepted execution answers so)."""
+    value = ((reply or {}).get("user_expressions") or {}).get(MARK)
+    if not isinstance(value, dict):
+        return "missing"
+    if value.get("status") != "ok":
+        return "error"
+    try:
+        names = ast.literal_eval(str((value.get("data") or {}).get("text/plain", "")))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return "error"
+    return [str(n) for n in names][:50] if isinstance(names, list) else "error"
 
 
 def probe_cell(nonce: str, which: str, checks: dict | None = None) -> nbformat.NotebookNode:
@@ -531,24 +615,120 @@ def binding_checks(nb: nbformat.NotebookNode) -> dict:
             "defs": {k: v for k, v in defs.items() if v and k not in bind and k not in assigned and k in used}}
 
 
-# Statements that change state when a cell runs twice: a canary with them runs after the test.
+# Calls that change the object they are called on (or, for seed and shuffle, the random state a
+# later run draws from): a cell that makes them on an object it did not create itself cannot run twice.
 _MUTATING = {"append", "extend", "insert", "pop", "remove", "update", "add", "clear", "setdefault", "popitem",
              "fit", "partial_fit", "fit_transform", "train", "compile", "write", "seed", "shuffle"}
+# Functions whose result is a new object (numpy's constructors copy; asarray does not)
+_NEW = {"list", "dict", "set", "sorted", "bytearray", "copy", "deepcopy", "zeros", "ones", "empty", "full",
+        "zeros_like", "ones_like", "empty_like", "full_like", "array", "arange", "linspace", "eye", "default_rng"}
+
+
+class _Fresh:
+    """Which objects a cell (or a function it defines) creates itself, so that changing them is
+    undone by the next run of the cell: a display (``[]``, ``{}``, a comprehension), arithmetic, a
+    constructor (``Ridge(alpha=1)``, a CapWords name), numpy's array constructors, ``.copy()``, a
+    method of such an object, and a name every assignment of which in its scope is one of those."""
+
+    def __init__(self, scope: ast.AST, fresh_self: bool = False):
+        self.names: set[str] = {"self", "cls"} if fresh_self else set()
+        bound: dict[str, list[ast.expr | None]] = {}
+        for node in self._own(scope):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    for name, value in self._pairs(t, node.value):
+                        bound.setdefault(name, []).append(value)
+            elif isinstance(node, (ast.For, ast.comprehension, ast.With, ast.NamedExpr, ast.Global, ast.Nonlocal,
+                                   ast.Import, ast.ImportFrom)):
+                for t in ([node.target] if hasattr(node, "target") else []) + \
+                         [i.optional_vars for i in getattr(node, "items", []) if i.optional_vars]:
+                    for n in ast.walk(t):
+                        if isinstance(n, ast.Name):
+                            bound.setdefault(n.id, []).append(None)
+                for n in getattr(node, "names", []):
+                    bound.setdefault(n if isinstance(n, str) else (n.asname or n.name).split(".")[0], []).append(None)
+        # a name read before the scope first assigns it holds what an earlier run left there
+        first: dict[str, bool] = {}
+        for node in sorted((n for n in self._own(scope) if isinstance(n, ast.Name)), key=lambda n: (n.lineno, n.col_offset)):
+            first.setdefault(node.id, isinstance(node.ctx, ast.Store))
+        for _ in range(3):          # a name fresh from another fresh name
+            self.names |= {n for n, values in bound.items()
+                           if first.get(n, True) and all(v is not None and self.expr(v) for v in values)}
+        if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            self.names -= {a.arg for a in ast.walk(scope.args) if isinstance(a, ast.arg)} - {"self", "cls"}
+
+    @staticmethod
+    def _own(scope: ast.AST):
+        """The nodes of a scope, not those of the functions, lambdas and classes it defines."""
+        todo = list(ast.iter_child_nodes(scope))
+        while todo:
+            node = todo.pop()
+            yield node
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                todo.extend(ast.iter_child_nodes(node))
+
+    @staticmethod
+    def _pairs(target: ast.expr, value: ast.expr | None):
+        if isinstance(target, ast.Name):
+            yield target.id, value
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            # unpacking: a fresh tuple display gives each name its own part; anything else, its elements
+            parts = value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts) \
+                else [None] * len(target.elts)
+            for t, v in zip(target.elts, parts):
+                yield from _Fresh._pairs(t, v)
+
+    def expr(self, node: ast.expr) -> bool:
+        if isinstance(node, (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp,
+                             ast.Constant, ast.JoinedStr, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp)):
+            return True
+        if isinstance(node, ast.Name):
+            return node.id in self.names
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Name):
+                return f.id in _NEW or f.id.lstrip("_")[:1].isupper()
+            if isinstance(f, ast.Attribute):
+                return f.attr in _NEW or f.attr[:1].isupper() or self.expr(f.value)
+        return False
 
 
 def runs_twice_safely(source: str) -> bool:
+    """Whether running a test cell twice leaves the second run as the first: what it changes is
+    only what it creates itself (``_Fresh``), it declares no globals and it neither seeds nor
+    shuffles a random state. TensorFlow cells keep the stricter rule (anything they change makes
+    them unsafe): their training state is global."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return False
+    strict = any(isinstance(n, ast.Name) and n.id in ("tf", "keras") for n in ast.walk(tree))
+    scopes = [(tree, _Fresh(tree))]
     for node in ast.walk(tree):
-        if isinstance(node, (ast.AugAssign, ast.Global, ast.Nonlocal, ast.Delete)):
-            return False
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        if any(not isinstance(t, (ast.Name, ast.Tuple, ast.List)) for t in targets):
-            return False
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATING:
-            return False
+        if isinstance(node, ast.ClassDef):
+            scopes += [(f, _Fresh(f, fresh_self=True)) for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    methods = {id(f) for f, _ in scopes[1:]}
+    scopes += [(n, _Fresh(n)) for n in ast.walk(tree)
+               if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and id(n) not in methods]
+    for scope, fresh in scopes:
+        ok = (lambda e: False) if strict else fresh.expr     # noqa: E731
+        for node in _Fresh._own(scope):
+            if isinstance(node, (ast.Global, ast.Nonlocal)):
+                return False
+            if isinstance(node, ast.Delete) and not all(isinstance(t, ast.Name) or ok(t.value) for t in node.targets):
+                return False
+            if isinstance(node, ast.AugAssign) and not ok(node.target if isinstance(node.target, ast.Name) else node.target.value):
+                return False
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+            for t in targets:
+                for part in ast.walk(t):
+                    if isinstance(part, (ast.Subscript, ast.Attribute)) and isinstance(part.ctx, ast.Store) \
+                            and not ok(part.value):
+                        return False
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATING:
+                if node.func.attr in ("seed", "shuffle") or not ok(node.func.value):
+                    return False
     return True
 
 
@@ -561,6 +741,7 @@ def add_checks(nb: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
     rng = random.Random(f"{seed}/{secrets.token_hex(16)}")
     nonce = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12))
     checks = binding_checks(nb)
+    after = use_check(checks) if checks["bind"] or checks["builtins"] else None
     cells = [probe_cell(nonce, "first")]
     for cell in nb.cells:
         md = cell.metadata.get("nbgrader", {})
@@ -571,6 +752,11 @@ def add_checks(nb: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
                 canary.metadata[MARK] = {"canary": True, "twin_of": md.get("grade_id")}
             else:
                 canary = canary_cell(cell, rng)
+            if after:      # the test and its canary alike
+                for c in (cell, canary):
+                    if not isinstance(c.metadata.get(MARK), dict):
+                        c.metadata[MARK] = {}
+                    c.metadata[MARK]["after"] = after
             first = runs_twice_safely(cell.source) and rng.random() < 0.5
             cells += [canary, cell] if first else [cell, canary]
         else:
@@ -606,7 +792,15 @@ def is_check(cell) -> bool:
 
 
 def strip_checks(nb: nbformat.NotebookNode) -> None:
+    """Remove the grader's checks unread: its cells, and the check each test cell carried."""
     nb.cells = [c for c in nb.cells if not is_check(c)]
+    for cell in nb.cells:
+        meta = cell.metadata.get(MARK)
+        if isinstance(meta, dict) and "after" in meta:
+            meta.pop("after")
+            meta.pop("bindings", None)
+            if not meta:
+                del cell.metadata[MARK]
 
 
 def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
@@ -628,6 +822,19 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
     patched: set[str] = set()
     for cell in nb.cells:
         meta = cell.metadata.get(MARK)
+        if isinstance(meta, dict) and "after" in meta:
+            del meta["after"]
+            report = meta.pop("bindings", None)      # only a cell that ran without error has one
+            label = cell.metadata.get("nbgrader", {}).get("grade_id") or "a test cell"
+            if isinstance(report, list):
+                shadowed.update(report)
+            elif report == "missing":
+                strong.append(f"{label}: the kernel's reply to a test cell that passed lacks the grader's check "
+                              "(its execution was intercepted)")
+            elif report == "error":
+                notes.append(f"{label}: the grader's check of the names the tests use could not run after this cell")
+            if not meta:
+                del cell.metadata[MARK]
         if not is_check(cell):
             kept.append(cell)
             continue
@@ -707,7 +914,7 @@ HOOKS = [
     (r"setattr\s*\(\s*(np|numpy|math|builtins|pd|pandas|testing|npt)\b", "replaces a library function"),
     (r"\bos\s*\.\s*(_exit|kill|killpg|abort)|\bsignal\s*\.\s*(signal|alarm|setitimer)", "kills or signals the kernel"),
     (r"sys\s*\.\s*(settrace|setprofile|modules\s*\[)", "traces execution or replaces modules"),
-    (r"\b(run_cell|run_code|run_ast_nodes|transform_cell)\b", "wraps IPython's execution"),
+    (r"\b(run_cell|run_code|run_ast_nodes|transform_cell|user_expressions)\b", "wraps IPython's execution"),
     (r"\bctypes\b|gc\s*\.\s*get_(referrers|objects)|sys\s*\.\s*_getframe|f_back|f_globals", "low-level interpreter access"),
     (r"(?<![.\w])(exec|eval|compile)\s*\(|__import__\s*\(|importlib", "dynamic code execution"),
     (r"get_ipython\s*\(\s*\)\s*\.\s*(kernel|shell|display_pub|displayhook|user_ns_hidden)", "reaches into the kernel"),
