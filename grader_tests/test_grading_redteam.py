@@ -87,6 +87,26 @@ async def _w(self, raw_cell, *a, **k):
 setattr(_sh, _nm, _w)
 '''
 
+# Defeats reversed copies and twins alike: swallows failures in every test-like cell except a
+# planted reversed copy and the second of two cells that differ in one line (a twin and its test,
+# whichever came first). Before checks against a literal were judged outside the kernel, the first
+# of a test and its twin passed, half of the time the test. Now a check whose expected value never
+# reached the kernel fails for a wrong value, whatever the kernel does.
+_PAIR_AWARE = _CANARY_AWARE.replace('''async def _w(self, raw_cell, *a, **k):
+    if "patched_" + "shell_methods" in raw_cell:
+        setattr(_sh, _nm, _orig)
+    elif "assert" in raw_cell and not _looks_planted(raw_cell):''', '''_prev = [""]
+def _second_of_pair(src):
+    a, b = _prev[0].splitlines(), src.splitlines()
+    _prev[0] = src
+    return len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1
+async def _w(self, raw_cell, *a, **k):
+    if "patched_" + "shell_methods" in raw_cell:
+        setattr(_sh, _nm, _orig)
+    elif "assert" in raw_cell and not _looks_planted(raw_cell) and not _second_of_pair(raw_cell):''')
+assert "_second_of_pair(raw_cell)" in _PAIR_AWARE
+HALF_SPLIT = "def split(X, y):\n    return train_test_split(X, y, test_size=0.5, random_state=0)"
+
 # No hook at all: the names the hidden tests call are rebound in the notebook's namespace (a copy
 # of numpy whose allclose says yes to 2-D arrays, a global abs); builtins and numpy stay genuine.
 _SHADOW = '''
@@ -293,6 +313,8 @@ def cases() -> dict[str, dict]:
         # too (the same cell with a different expected value), so test and twin both pass: flagged
         "canary_aware_swallow": dict(answers=WRONG, extra=[("q1", _CANARY_AWARE)], expect="flag", max=2,
                                      flag_has="t1: the test and its twin with a different expected value both held"),
+        "pair_aware_swallow": dict(answers=dict(R, q1=HALF_SPLIT), extra=[("q1", _PAIR_AWARE)], max=8,
+                                   failed={"t1": "the test part should hold a quarter of the rows"}),
         "shadowed_names": dict(answers=SHADOWED, extra=[("q1", _SHADOW)], max=6),
         # restored before the last probe: caught by the check each passing test cell's reply carries
         "shadowed_then_restored": dict(answers=SHADOWED, extra=[("q1", _SHADOW), ("t5", "np = _numpy\ndel abs\n")], max=6,
@@ -423,6 +445,11 @@ def test_redteam(graded, name):
         assert row["score"] <= case["max"], f"{name} got {row['score']} > {case['max']} unflagged: {row}"
     if "min" in case:
         assert row["score"] >= case["min"], row
+    for gid, message in case.get("failed", {}).items():       # the test failed, with its author's message
+        nb = nbformat.reads(autograded[f"{w.NOTEBOOK}.ipynb"].decode(), as_version=4)
+        cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert errors and errors[0].evalue == message, (gid, errors)
     for rel, data in list(feedback.items()) + list(autograded.items()):
         assert len(data) < 12_000_000, f"{rel}: {len(data)} bytes"
     for rel, data in feedback.items():

@@ -157,32 +157,54 @@ class CanaryRun:
     and what its execution shows."""
 
     def __init__(self, path: Path):
-        from .grading import integrity
+        from .grading import integrity, literals
 
         self.nb = nbformat.read(str(path), as_version=4)
-        cells, self.where, self.tests = [], {}, []
+        bind = integrity.binding_checks(self.nb)["bind"]
+        recorder = "_mlbd_validate_chk"
+        cells, self.where, self.tests, self.judged = [nbformat.v4.new_code_cell(
+            literals.recorder_source("validate", recorder))], {}, [], {}
         for cell in self.nb.cells:
             md = cell.metadata.get("nbgrader", {})
-            canaries = []
+            canaries, sites = [], []
+            before = integrity.runs_twice_safely(cell.source)
             if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
                 sources = integrity.reversed_copies(cell.source) + integrity.twin_copies(cell.source, random.Random(0))
                 canaries = [nbformat.v4.new_code_cell(source) for source in sources]
-            before = integrity.runs_twice_safely(cell.source)
+                # the test as the kernel runs it under `mlbd grade`: its checks against a literal
+                # judged by the grader (every one of them, as where the cell has no twin)
+                kernel, sites = literals.rewrite(cell.source, recorder, bind, 1000 * len(self.tests))
+                if sites:
+                    self.judged[len(cells) + (len(canaries) if before else 0)] = sites
+                    cell = nbformat.from_dict(cell)
+                    cell.source = kernel
             for n, canary in enumerate(canaries if before else []):
                 self.where[len(cells)] = f"{md.get('grade_id')} (canary {n + 1}, before the test)"
                 cells.append(canary)
-            if canaries:
+            if canaries or sites:
                 self.tests.append((len(cells), md.get("grade_id")))
             cells.append(cell)
             for n, canary in enumerate([] if before else canaries):
                 self.where[len(cells)] = f"{md.get('grade_id')} (canary {n + 1}, after the test)"
                 cells.append(canary)
+        cells.append(nbformat.v4.new_code_cell(f"print({recorder}.take(everything=True))"))
         self.nb.cells = cells
 
     def findings(self) -> tuple[list[str], list[str]]:
-        """``(held, broken)`` of the executed notebook, as ``run_with_every_canary`` returns them."""
+        """``(held, broken)`` of the executed notebook, as ``run_with_every_canary`` returns them
+        (``broken`` includes test cells whose judged checks fail on what the solution computed)."""
+        from .grading import literals
+
         held = [name for i, name in self.where.items() if not cell_failed(self.nb.cells[i])]
         broken = [f"{gid}: {error_text(self.nb.cells[i])}" for i, gid in self.tests if cell_failed(self.nb.cells[i])]
+        text = "".join(o.get("text", "") for o in self.nb.cells[-1].get("outputs", []) if o.get("name") == "stdout")
+        records = literals.parse_records(repr(text.strip()))
+        for i, gid in self.tests:
+            if i in self.judged and not cell_failed(self.nb.cells[i]):
+                verdict = literals.judge(self.judged[i], records, True)
+                if verdict.failed is not None:
+                    broken.append(f"{gid}: the grader's judged check at line {verdict.failed.line} "
+                                  f"({verdict.failed.literal}) {verdict.why}")
         return held, broken
 
 

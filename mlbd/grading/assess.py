@@ -21,8 +21,8 @@ from traitlets import List
 from traitlets.config import LoggingConfigurable
 from traitlets.utils.importstring import import_item
 
-from . import integrity, outcomes
-from .protocol import MARK, NotebookOutcome, Verdict, fail_cell
+from . import integrity, literals, outcomes
+from .protocol import MARK, NotebookOutcome, Verdict, fail_cell, grader_error
 
 NOTE_TAG = "mlbd-grading-notes"
 FEEDBACK_TEXT_LIMIT = 20_000
@@ -73,6 +73,37 @@ class FailUnrun(AssessStage):
             for cell in nb.cells:
                 if _is_test(cell):
                     grader_output(cell, res.crash_kind, msg)
+        return nb, resources
+
+
+class JudgeChecks(AssessStage):
+    """The checks against a literal that test cells carried out of the kernel (``literals``): the
+    trusted side evaluates each on the values the kernel recorded. A check that fails (or never ran
+    in a cell that finished) fails the cell with the author's message, first among its errors, and
+    ``metadata.mlbd.judged`` says so; a cell the grader could not run keeps its own error. Canaries
+    are not judged: they tell whether the kernel makes failing checks pass, by how it ran them."""
+
+    def preprocess(self, nb, resources):
+        for cell in nb.cells:
+            meta = cell.metadata.get(MARK)
+            if not isinstance(meta, dict) or "sites" not in meta:
+                continue
+            sites, text, count = literals.sites_from(meta["sites"]), meta.get("records"), meta.get("exec_count")
+            integrity.drop_cell_checks(cell)
+            if not self.executed(resources) or grader_error(cell) is not None or integrity.is_check(cell):
+                continue        # a canary is read as the kernel ran it (CheckIntegrity)
+            failed = any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+            if failed and text is None:
+                continue        # failed in the kernel, and what its checks saw is unknown
+            verdict = literals.judge(sites, None if text is None else literals.parse_records(text), not failed)
+            if verdict.failed is None:
+                continue
+            site, message = verdict.failed, verdict.failed.message or ""
+            cell.outputs = [nbformat.v4.new_output(
+                "error", ename="AssertionError", evalue=message,
+                traceback=[f"Cell In[{count if isinstance(count, int) else ''}], line {site.line}",
+                           f"AssertionError: {message}"])] + list(cell.get("outputs", []))
+            cell.metadata.setdefault(MARK, {})["judged"] = {"line": site.line, "why": verdict.why}
         return nb, resources
 
 
@@ -179,5 +210,5 @@ class Stages(LoggingConfigurable):
 
 class AssessSubmission(Stages):
     """The trusted steps between an executed notebook and nbgrader's scoring (``mlbd grade``)."""
-    preprocessors = List([FailUnrun, CheckIntegrity, ReportLimits, KeepStderrVisible, ClassifyTests, AddGradingNotes],
+    preprocessors = List([FailUnrun, JudgeChecks, CheckIntegrity, ReportLimits, KeepStderrVisible, ClassifyTests, AddGradingNotes],
                          help="the stages, in order (nbgrader Preprocessor classes or their import names)").tag(config=True)

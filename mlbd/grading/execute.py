@@ -31,7 +31,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from traitlets.config import Config
 
-from . import boxfs, integrity
+from . import boxfs, integrity, literals
 from .kernel import SandboxedKernelManager
 from .outputs import BoundedOutputs
 from .protocol import MARK, Job, JobNotebook, JobOutcome, NotebookOutcome, fail_cell, grader_error, mark_grader_error
@@ -40,6 +40,9 @@ from .sandbox import Sandbox
 
 class WatchdogTimeout(RuntimeError):
     """The job did not finish within its bound: its kernels were killed and it was abandoned."""
+
+
+TAKE = MARK + "_records"      # the user expression that reads what a test cell's judged checks saw
 
 
 class GradingClient(BoundedOutputs, NotebookClient):
@@ -51,16 +54,40 @@ class GradingClient(BoundedOutputs, NotebookClient):
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
         self._timed_out = False
         meta = cell.get("metadata", {}).get(MARK)
-        after = meta.get("after") if isinstance(meta, dict) else None
-        if not after or self.kc is None:
+        meta = meta if isinstance(meta, dict) else {}
+        expressions = {k: v for k, v in ((MARK, meta.get("after")), (TAKE, meta.get("take"))) if v}
+        if not expressions or self.kc is None:
             return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
-        # the integrity check a test cell carries runs in the same request, after the cell
+        # a test cell runs as the kernel is to see it (its judged checks without their expected
+        # values), and its checks run in the same request, after the cell
+        kernel_source = meta.get("kernel_source")
         plain = self.kc.execute
-        self.kc.execute = lambda code, **kw: plain(code, user_expressions={MARK: after}, **kw)
+        self.kc.execute = lambda code, **kw: plain(kernel_source or code, user_expressions=expressions, **kw)
         try:
-            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            out = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
         finally:
             del self.kc.execute
+        if meta.get("take") and "records" not in meta and not meta.get("canary") and not self._timed_out:
+            # the cell failed in the kernel: what its checks saw up to there says which failed first
+            await self._fetch_records(cell, meta["take"])
+        return out
+
+    async def _fetch_records(self, cell, take: str) -> None:
+        try:
+            msg_id = self.kc.execute("", silent=True, store_history=False, user_expressions={TAKE: take})
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    return
+                reply = await self.kc._async_get_shell_msg(timeout=left)
+                if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                    break
+        except Exception:  # noqa: BLE001  (no answer: the checks are judged without it)
+            return
+        value = ((reply.get("content") or {}).get("user_expressions") or {}).get(TAKE)
+        if isinstance(value, dict) and value.get("status") == "ok":
+            cell.metadata[MARK]["records"] = str((value.get("data") or {}).get("text/plain", ""))[:literals.MAX_RECORDS_TEXT + 1]
 
     async def _async_handle_timeout(self, timeout, cell=None):
         self._timed_out = True          # the reply nbclient makes up now is the grader's, not the kernel's
@@ -69,8 +96,15 @@ class GradingClient(BoundedOutputs, NotebookClient):
     def _record_error_reply(self, cell, cell_index, execute_reply):
         content = (execute_reply or {}).get("content", {})
         meta = cell.metadata.get(MARK)
-        if isinstance(meta, dict) and meta.get("after") and not self._timed_out and content.get("status") == "ok":
-            meta["bindings"] = integrity.use_report(content)
+        if isinstance(meta, dict) and not self._timed_out:
+            if meta.get("take"):
+                meta["exec_count"] = content.get("execution_count")
+            if content.get("status") == "ok":
+                if meta.get("after"):
+                    meta["bindings"] = integrity.use_report(content)
+                value = (content.get("user_expressions") or {}).get(TAKE)
+                if meta.get("take") and isinstance(value, dict) and value.get("status") == "ok":
+                    meta["records"] = str((value.get("data") or {}).get("text/plain", ""))[:literals.MAX_RECORDS_TEXT + 1]
         if self._timed_out:
             fail_cell(cell, "timeout", f"the cell ran longer than {self.timeout} s")
         elif content.get("status") == "error":

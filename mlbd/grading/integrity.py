@@ -18,6 +18,9 @@ before the tests and can hook them. Three checks catch the known ways:
 
 Canary and probe findings are strong (the submission's test cells are zeroed and flagged for
 review); static findings alone flag for review and keep the scores.
+
+Checks against a literal do not depend on any of this: ``add_checks`` has the kernel run them
+without their expected values and the grader judges them (``literals``, ``assess.JudgeChecks``).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import tokenize
 
 import nbformat
 
+from . import literals
 from .protocol import MARK, grader_error
 
 WORDS = ["shape mismatch", "wrong result", "values differ", "unexpected output", "check your function",
@@ -44,13 +48,7 @@ _FLIP = {ast.Eq: "!=", ast.NotEq: "==", ast.Lt: ">=", ast.GtE: "<", ast.Gt: "<="
 _HIDDEN = re.compile(r"BEGIN HIDDEN TESTS(.*?)END HIDDEN TESTS", re.S)
 
 
-def _offsets(source: str) -> list[int]:
-    """Byte offset of each line start (ast columns are UTF-8 byte offsets)."""
-    starts, pos = [0], 0
-    for line in source.encode().splitlines(keepends=True):
-        pos += len(line)
-        starts.append(pos)
-    return starts
+_offsets = literals.line_offsets
 
 
 def _contradiction(source: str, stmt: ast.Assert, starts: list[int]) -> str:
@@ -76,10 +74,12 @@ def _contradiction(source: str, stmt: ast.Assert, starts: list[int]) -> str:
     return (raw[begin:t0] + b"not (" + raw[t0:t1] + b")" + raw[t1:end]).decode()
 
 
-def reversed_copies(source: str) -> list[str]:
+def reversed_copies(source: str, avoid: frozenset[int] = frozenset()) -> list[str]:
     """Every canary source a test cell can get from its own asserts: the whole cell with one
     top-level assert (one in the hidden part when there is one) repeated right after itself with
-    the condition reversed. Empty when the cell has no top-level assert (or does not parse)."""
+    the condition reversed. Empty when the cell has no top-level assert (or does not parse).
+    ``avoid``: lines of asserts not to copy (checks the trusted side judges: a reversed copy would
+    hand the kernel their expected value)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:      # magics: no statement to copy
@@ -87,7 +87,7 @@ def reversed_copies(source: str) -> list[str]:
     hidden = _HIDDEN.search(source)
     lo = source[:hidden.start()].count("\n") + 1 if hidden else 0
     hi = source[:hidden.end()].count("\n") + 1 if hidden else 0
-    asserts = [s for s in tree.body if isinstance(s, ast.Assert)]
+    asserts = [s for s in tree.body if isinstance(s, ast.Assert) and s.lineno not in avoid]
     inside = [s for s in asserts if lo < s.lineno < hi]
     starts = _offsets(source)
     out = []
@@ -101,12 +101,13 @@ def reversed_copies(source: str) -> list[str]:
     return out
 
 
-def canary_cell(test: nbformat.NotebookNode, rng: random.Random) -> nbformat.NotebookNode:
+def canary_cell(test: nbformat.NotebookNode, rng: random.Random, avoid: frozenset[int] = frozenset(),
+                secret: frozenset[str] = frozenset()) -> nbformat.NotebookNode:
     """A canary that reads as the test cell itself (one of ``reversed_copies`` at random). Whatever
     the answer, it fails: at the original assert, at the reversed copy, or earlier. Only a kernel
     that swallows failures lets it pass. A cell without a top-level assert gets a plain failing
     assert in its own words."""
-    copies = reversed_copies(test.source)
+    copies = reversed_copies(test.source, avoid)
     if copies:
         new = rng.choice(copies)
     else:
@@ -115,7 +116,7 @@ def canary_cell(test: nbformat.NotebookNode, rng: random.Random) -> nbformat.Not
         except SyntaxError:
             tree = None
         literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-                    and len(n.value) > 8] if tree else []
+                    and len(n.value) > 8 and n.value not in secret] if tree else []
         msg = rng.choice(literals) if literals else rng.choice(WORDS)
         new = test.source.rstrip() + f"\nassert {rng.randint(2, 999)} == {rng.randint(1000, 9999)}, {msg!r}"
     cell = nbformat.v4.new_code_cell(new)
@@ -133,19 +134,7 @@ _EQUAL_CALLS = {"isclose": (1e-5, 1e-8), "allclose": (1e-5, 1e-8), "assert_allcl
                 "assert_almost_equal": (0.0, 1.5e-7), "assert_equal": (0.0, 0.0)}
 
 
-def _value(node: ast.expr):
-    """The literal a node spells (a number, a string, a flat list or tuple of numbers or of
-    strings), else None."""
-    try:
-        value = ast.literal_eval(node)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)     # noqa: E731
-    if number(value) or isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)) and value and (all(map(number, value)) or all(isinstance(v, str) for v in value)):
-        return value
-    return None
+_value = literals.literal_value
 
 
 def _tolerance(call: ast.Call, name: str) -> tuple[float, float] | None:
@@ -340,7 +329,13 @@ def _quotes(message: str, value) -> bool:
     return False
 
 
-def twin_copies(source: str, rng: random.Random) -> list[str]:
+def twin_copies(source: str, rng: random.Random, allowed: frozenset[tuple[int, int]] | None = None) -> list[str]:
+    """The sources of ``twins``."""
+    return [text for text, _ in twins(source, rng, allowed)]
+
+
+def twins(source: str, rng: random.Random, allowed: frozenset[tuple[int, int]] | None = None
+          ) -> list[tuple[str, tuple[int, int]]]:
     """Every twin a test cell can get: the cell exactly as it is except for one expected value in a
     top-level equality check of its hidden part (``assert x == 3`` → ``assert x == 5``, a number
     moved well past the check's tolerance, a string swapped for another the cell uses, a list with
@@ -375,6 +370,8 @@ def twin_copies(source: str, rng: random.Random) -> list[str]:
             message = ast.get_source_segment(source, stmt.msg) or ""
         for node, tol in _sites(stmt):
             text = ast.get_source_segment(source, node)
+            if allowed is not None and (node.lineno, node.col_offset) not in allowed:
+                continue     # a check the kernel runs itself: its twin would differ from the test there
             if not text or _quotes(message, _value(node)):
                 continue     # the author's message gives the value away: the twin's would not match it
             new = _mutant(source, node, tol, [s for s in strings if s not in message], rng)
@@ -382,7 +379,7 @@ def twin_copies(source: str, rng: random.Random) -> list[str]:
                 continue
             a = starts[node.lineno - 1] + node.col_offset
             b = starts[node.end_lineno - 1] + node.end_col_offset
-            out.append((raw[:a] + new.encode() + raw[b:]).decode())
+            out.append(((raw[:a] + new.encode() + raw[b:]).decode(), (node.lineno, node.col_offset)))
     return out
 
 
@@ -732,36 +729,61 @@ def runs_twice_safely(source: str) -> bool:
     return True
 
 
-def add_checks(nb: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
+def add_checks(nb: nbformat.NotebookNode, seed: int, judge_literals: bool = True) -> nbformat.NotebookNode:
     """Insert a probe first and last and, next to every autograded test cell, a canary built from
     that cell (in place): its twin (``twin_copies``) where the hidden part has an equality check
     with a literal, else a reversed copy (``canary_cell``). Which of the two comes first is random
     where running the test twice changes nothing; ``seed`` is mixed with a secret, so a student
-    cannot derive the order or the twin's value."""
+    cannot derive the order or the twin's value. With ``judge_literals``, the test and its canary
+    reach the kernel as ``literals.rewrite`` makes them (``metadata.mlbd.kernel_source``, with
+    ``sites`` for the grader and a recorder cell after the first probe); the check the twin changes
+    stays in the kernel in both. Every test cell and canary carries the user expressions the
+    grader sends with it (``after``: ``use_check``; ``take``: the recorded values)."""
     rng = random.Random(f"{seed}/{secrets.token_hex(16)}")
     nonce = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12))
     checks = binding_checks(nb)
     after = use_check(checks) if checks["bind"] or checks["builtins"] else None
+    recorder = f"_{nonce}_chk"
     cells = [probe_cell(nonce, "first")]
+    base = 0
     for cell in nb.cells:
         md = cell.metadata.get("nbgrader", {})
         if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
-            twins = twin_copies(cell.source, rng)
-            if twins:
-                canary = nbformat.v4.new_code_cell(rng.choice(twins))
+            judged = literals.sites_of(cell.source, checks["bind"]) if judge_literals else []
+            allowed = frozenset((lit.lineno, lit.col_offset) for _, lit, _, _ in judged) if judge_literals else None
+            choices = twins(cell.source, rng, allowed)
+            kept: frozenset[tuple[int, int]] = frozenset()
+            if choices:
+                text, where = rng.choice(choices)
+                # the check the twin changes also stays in the kernel, in test and twin alike: a kernel
+                # that lets both pass makes failing checks pass (and every check is judged here too)
+                kept = frozenset([where])
+                canary = nbformat.v4.new_code_cell(text)
                 canary.metadata[MARK] = {"canary": True, "twin_of": md.get("grade_id")}
             else:
-                canary = canary_cell(cell, rng)
-            if after:      # the test and its canary alike
-                for c in (cell, canary):
-                    if not isinstance(c.metadata.get(MARK), dict):
-                        c.metadata[MARK] = {}
+                secret = frozenset(v for _, lit, _, _ in judged for v in [literals.literal_value(lit)] if isinstance(v, str))
+                canary = canary_cell(cell, rng, frozenset(site.line for *_, site in judged), secret)
+            for c in (cell, canary):       # the test and its canary alike
+                if not isinstance(c.metadata.get(MARK), dict):
+                    c.metadata[MARK] = {}
+                if after:
                     c.metadata[MARK]["after"] = after
+                if judged:
+                    kernel, sites = literals.rewrite(c.source, recorder, checks["bind"], base, kept)
+                    if sites:
+                        c.metadata[MARK].update(kernel_source=kernel, sites=literals.site_dicts(sites),
+                                                take=literals.take_expression(recorder))
+                if not c.metadata[MARK]:
+                    del c.metadata[MARK]
+            base += len(judged) + 1
             first = runs_twice_safely(cell.source) and rng.random() < 0.5
             cells += [canary, cell] if first else [cell, canary]
         else:
             cells.append(cell)
     cells.append(probe_cell(nonce, "last", checks))
+    if any("sites" in c.metadata.get(MARK, {}) for c in cells):
+        cells.insert(1, nbformat.v4.new_code_cell(literals.recorder_source(nonce, recorder)))
+        cells[1].metadata[MARK] = {"probe": "recorder"}
     nb.cells = cells
     return nb
 
@@ -785,22 +807,38 @@ def _failed(cell) -> bool:
     return any(out.get("output_type") == "error" for out in cell.get("outputs", []))
 
 
+def _failed_in_kernel(cell) -> bool:
+    """An error output the kernel produced (the grader's judged failure, first when there is one,
+    not counted)."""
+    errors = [out for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    judged = isinstance(cell.metadata.get(MARK), dict) and "judged" in cell.metadata[MARK]
+    return len(errors) > (1 if judged else 0)
+
+
 def is_check(cell) -> bool:
     """A canary or probe cell the grader inserted (prepare strips ``mlbd`` keys from submissions)."""
     meta = cell.get("metadata", {}).get(MARK)
     return isinstance(meta, dict) and ("canary" in meta or "probe" in meta)
 
 
+CELL_KEYS = ("after", "bindings", "kernel_source", "sites", "take", "records", "exec_count")
+
+
+def drop_cell_checks(cell) -> None:
+    """Remove what the checks a test cell carried left in its metadata."""
+    meta = cell.metadata.get(MARK)
+    if isinstance(meta, dict) and any(k in meta for k in CELL_KEYS):
+        for k in CELL_KEYS:
+            meta.pop(k, None)
+        if not meta:
+            del cell.metadata[MARK]
+
+
 def strip_checks(nb: nbformat.NotebookNode) -> None:
-    """Remove the grader's checks unread: its cells, and the check each test cell carried."""
+    """Remove the grader's checks unread: its cells, and the checks each test cell carried."""
     nb.cells = [c for c in nb.cells if not is_check(c)]
     for cell in nb.cells:
-        meta = cell.metadata.get(MARK)
-        if isinstance(meta, dict) and "after" in meta:
-            meta.pop("after")
-            meta.pop("bindings", None)
-            if not meta:
-                del cell.metadata[MARK]
+        drop_cell_checks(cell)
 
 
 def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
@@ -833,8 +871,7 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
                               "(its execution was intercepted)")
             elif report == "error":
                 notes.append(f"{label}: the grader's check of the names the tests use could not run after this cell")
-            if not meta:
-                del cell.metadata[MARK]
+            drop_cell_checks(cell)
         if not is_check(cell):
             kept.append(cell)
             continue
@@ -859,7 +896,8 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
     if shadowed:
         strong.append("names the tests use are rebound by the notebook: " + ", ".join(sorted(map(str, shadowed))[:8]))
     tests = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in kept}
-    both = [gid for gid in twins if gid in tests and not _failed(tests[gid])]
+    # the test as the kernel ran it: a check the grader judged failed is not the kernel's doing
+    both = [gid for gid in twins if gid in tests and not _failed_in_kernel(tests[gid])]
     passed += len(both)
     if passed:
         strong.append(f"failures are swallowed: {passed} of {canaries} copies of test cells that must fail passed"

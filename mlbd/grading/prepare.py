@@ -383,9 +383,12 @@ class ScanForHooks(PrepareStage):
 class InsertIntegrityChecks(PrepareStage):
     """Probes first and last and a canary beside every autograded test cell
     (``integrity.add_checks``); the seed is mixed with a secret."""
+    judge_literals = Bool(True, help="test cells reach the kernel with their checks against a literal "
+                                     "replaced by a recorder, and the grader judges those checks itself "
+                                     "(mlbd.grading.literals): the kernel never sees their expected values").tag(config=True)
 
     def preprocess(self, nb, resources):
-        return integrity.add_checks(nb, resources["mlbd"]["seed"]), resources
+        return integrity.add_checks(nb, resources["mlbd"]["seed"], self.judge_literals), resources
 
 
 class PrepareSubmission(Stages):

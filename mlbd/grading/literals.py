@@ -1,0 +1,433 @@
+"""Checks against a literal, judged by the trusted side (the kernel never sees the expected value).
+
+A test cell's equality check against a literal (``assert f(3) == 9``, ``assert np.isclose(x, 0.25,
+atol=1e-3)``, ``np.testing.assert_allclose(y, [1.0, 2.25])``, alone, in an ``and`` or in a loop
+that always runs) reaches the student's kernel as ``_chk(K, f(3))``: the kernel computes the value
+the test looks at and hands it to a recorder, which always says yes. The trusted side reads what
+was recorded (a safe encoding: numbers, strings, lists, tuples, numpy arrays and scalars, shapes,
+dtypes; nothing is unpickled) and evaluates the author's comparison itself, with the author's
+operator, function and tolerance. Whatever the kernel does to its own execution (a swallowed
+failure, a lenient ``np``, a patched ``assert_allclose``), a value it did not compute correctly
+fails, because the expected value never entered the kernel: a hook can only guess it.
+
+Left in the kernel as written: a check whose message names its value (the message would give it
+away), a tolerance or keyword that is not a literal, a comparison function the notebook's imports
+do not pin down, and checks that may not run (under an ``if``, in a loop that may be empty).
+"""
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import asdict, dataclass
+
+import numpy
+
+# Functions that hold when two arguments are equal within a tolerance, and their modules
+_FUNCS = {"numpy": {"isclose", "allclose", "array_equal"},
+          "math": {"isclose"},
+          "numpy.testing": {"assert_allclose", "assert_array_equal", "assert_array_almost_equal",
+                            "assert_almost_equal", "assert_equal"}}
+_KEYWORDS = {"rtol", "atol", "rel_tol", "abs_tol", "decimal", "equal_nan", "strict"}
+_MESSAGES = {"err_msg", "msg", "verbose"}
+MAX_RECORDS_TEXT = 16_000_000       # characters of recorded values the grader reads per cell
+
+
+@dataclass
+class Site:
+    """One check, as the trusted side evaluates it."""
+    key: int
+    kind: str                 # "compare" (v == LIT), "call" (inside an assert), "statement" (np.testing.*)
+    literal: str              # the expected value's source
+    literal_first: bool       # LIT == v rather than v == LIT / f(LIT, v) rather than f(v, LIT)
+    module: str = ""          # "numpy", "numpy.testing" or "math" for calls
+    func: str = ""
+    keywords: dict | None = None
+    message: str | None = None    # the author's message when it is a plain string
+    line: int = 0             # 1-based, in the test cell's own source
+
+
+def literal_value(node: ast.expr):
+    """The value a node spells when it is a number, a string, or a flat list or tuple of numbers
+    or of strings; else None."""
+    try:
+        value = ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)     # noqa: E731
+    if number(value) or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and value and (all(map(number, value)) or all(isinstance(v, str) for v in value)):
+        return value
+    return None
+
+
+def _dotted(node: ast.expr) -> list[str] | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return [node.id, *reversed(parts)]
+
+
+def resolve(func: ast.expr, bind: dict) -> tuple[str, str] | None:
+    """``(module, name)`` of a comparison function as the notebook's trusted imports bind it
+    (``bind``: ``integrity.binding_checks``' name → [module, attribute or None]); None otherwise."""
+    parts = _dotted(func)
+    if not parts:
+        return None
+    target = bind.get(parts[0])
+    if not target:
+        return None
+    module, attr = target
+    path = ([module] if attr is None else [module, attr]) + parts[1:]
+    for split in range(len(path) - 1, 0, -1):
+        mod, rest = ".".join(path[:split]), path[split:]
+        if len(rest) == 1 and rest[0] in _FUNCS.get(mod, ()):
+            return mod, rest[0]
+    return None
+
+
+def _quotes(message: str, value) -> bool:
+    from .integrity import _quotes as quotes     # one rule for twins and judged checks
+    return quotes(message, value)
+
+
+def _checks(body: list[ast.stmt]) -> list[ast.stmt]:
+    from .integrity import _checks as checks
+    return checks(body)
+
+
+def sites_of(source: str, bind: dict) -> list[tuple[ast.AST, ast.expr, ast.expr, Site]]:
+    """Every check of a cell that can be judged outside the kernel: ``(replaced node, literal
+    node, value node, Site)`` in source order (keys 0, 1, ...)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    out = []
+
+    def message_of(stmt, call=None) -> tuple[str, str | None]:
+        node = stmt.msg if isinstance(stmt, ast.Assert) else None
+        if call is not None and not isinstance(stmt, ast.Assert):
+            node = next((k.value for k in call.keywords if k.arg in ("err_msg", "msg")), None)
+        text = ast.get_source_segment(source, node) or "" if node is not None else ""
+        plain = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+        return text, plain
+
+    def add(stmt, replaced, lit, val, site):
+        text, plain = message_of(stmt, replaced if isinstance(replaced, ast.Call) else None)
+        if _quotes(text, literal_value(lit)):
+            return
+        site.message, site.line, site.key = plain, stmt.lineno, len(out)
+        out.append((replaced, lit, val, site))
+
+    def condition(stmt, test):
+        if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+            for v in test.values:
+                condition(stmt, v)
+        elif isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
+            left, right = test.left, test.comparators[0]
+            if (literal_value(left) is None) != (literal_value(right) is None):
+                first = literal_value(left) is not None
+                lit, val = (left, right) if first else (right, left)
+                add(stmt, test, lit, val, Site(0, "compare", ast.get_source_segment(source, lit), first))
+        elif isinstance(test, ast.Call):
+            call(stmt, test, "call")
+
+    def call(stmt, node, kind):
+        where = resolve(node.func, bind)
+        if where is None or (kind == "call") == (where[0] == "numpy.testing"):
+            return
+        if len(node.args) != 2 or any(isinstance(a, ast.Starred) for a in node.args):
+            return
+        keywords = {}
+        for k in node.keywords:
+            if k.arg in _MESSAGES:
+                continue
+            if k.arg not in _KEYWORDS:
+                return
+            try:
+                keywords[k.arg] = ast.literal_eval(k.value)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                return
+        a, b = node.args
+        if (literal_value(a) is None) == (literal_value(b) is None):
+            return
+        first = literal_value(a) is not None
+        lit, val = (a, b) if first else (b, a)
+        add(stmt, node, lit, val, Site(0, kind, ast.get_source_segment(source, lit), first, where[0], where[1], keywords))
+
+    for stmt in _checks(tree.body):
+        if isinstance(stmt, ast.Assert):
+            condition(stmt, stmt.test)
+        elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+            call(stmt, stmt.value, "statement")
+    return out
+
+
+def line_offsets(source: str) -> list[int]:
+    """Byte offset of each line start (ast columns are UTF-8 byte offsets)."""
+    starts, pos = [0], 0
+    for line in source.encode().splitlines(keepends=True):
+        pos += len(line)
+        starts.append(pos)
+    return starts
+
+
+def rewrite(source: str, name: str, bind: dict, base: int = 0, keep: frozenset = frozenset()
+            ) -> tuple[str, list[Site]]:
+    """The cell as the kernel runs it and its sites, keys counted from ``base``: each judged check
+    replaced by ``name(KEY, value)`` (the line count kept). ``keep``: (line, column) of literals
+    whose checks also stay in the kernel as written, their value passed through ``name.v(KEY,
+    value)`` so that it is judged here too. The source itself when nothing is judged."""
+    found = sites_of(source, bind)
+    if not found:
+        return source, []
+    raw, starts = source.encode(), line_offsets(source)
+    at = lambda line, col: starts[line - 1] + col          # noqa: E731
+    pieces, pos, sites = [], 0, []
+    for replaced, lit, val, site in sorted(found, key=lambda f: (f[0].lineno, f[0].col_offset)):
+        a, b = at(replaced.lineno, replaced.col_offset), at(replaced.end_lineno, replaced.end_col_offset)
+        if a < pos:
+            continue        # nested in a site already replaced
+        v0, v1 = at(val.lineno, val.col_offset), at(val.end_lineno, val.end_col_offset)
+        value = raw[v0:v1].decode()
+        site.key = base + len(sites)
+        if (lit.lineno, lit.col_offset) in keep:
+            pieces += [raw[pos:v0], f"{name}.v({site.key}, ({value}))".encode()]
+            pos = v1
+        else:
+            gone = raw[a:b].count(b"\n") - value.count("\n")
+            pieces += [raw[pos:a], f"{name}({site.key}, ({value}){chr(10) * max(gone, 0)})".encode()]
+            pos = b
+        sites.append(site)
+    pieces.append(raw[pos:])
+    return b"".join(pieces).decode(), sites
+
+
+# --------------------------------------------------------------------------------------------
+# The kernel's side: a recorder (it is the student's kernel: nothing it records is trusted)
+# --------------------------------------------------------------------------------------------
+
+RECORDER = r'''
+def _{nonce}_make():
+    import sys
+    records, budget = [], [2_000_000]
+    def enc(v, depth=0):
+        budget[0] -= 1
+        if budget[0] < 0 or depth > 20:
+            return ("?", "too large")
+        t = type(v)
+        if v is None:
+            return ("n",)
+        if t is bool:
+            return ("b", v)
+        if t is int:
+            return ("i", str(v)) if v.bit_length() < 4000 else ("?", "too large")
+        if t is float:
+            return ("f", v.hex())
+        if t is str:
+            return ("s", v) if len(v) < 100_000 else ("?", "too large")
+        if t is list or t is tuple:
+            if len(v) > budget[0]:
+                return ("?", "too large")
+            return ("l" if t is list else "t", [enc(x, depth + 1) for x in v])
+        np = sys.modules.get("numpy")
+        if np is not None:
+            if t is np.ndarray:
+                if v.dtype.kind not in "biufU" or v.size > budget[0]:
+                    return ("?", "array of " + str(v.dtype))
+                return ("a", v.dtype.str, list(v.shape), [enc(x, depth + 1) for x in v.ravel().tolist()])
+            if isinstance(v, np.generic) and type(v).__module__ == "numpy" and v.dtype.kind in "biufU":
+                return ("g", v.dtype.str, enc(v.item(), depth + 1))
+            if t is np.dtype or isinstance(v, np.dtype):
+                return ("d", v.str)
+        if t.__name__ == "TensorShape" and hasattr(v, "as_list"):
+            try:
+                return ("shape", enc(list(v.as_list()), depth + 1))
+            except Exception:
+                return ("?", "TensorShape")
+        return ("?", t.__name__[:100])
+    def chk(key, value):
+        try:
+            n = get_ipython().execution_count
+        except Exception:
+            n = None
+        try:
+            records.append((n, key, enc(value)))
+        except Exception as e:
+            records.append((n, key, ("?", type(e).__name__)))
+        return True
+    def take(everything=False):
+        # this execution's records only (a canary that failed was not asked for its own)
+        try:
+            n = get_ipython().execution_count
+        except Exception:
+            n = None
+        out = repr([r for r in records if everything or r[0] == n])
+        records.clear()
+        return out
+    chk.take = take
+    chk.v = lambda key, value: (chk(key, value), value)[1]
+    return chk
+{name} = _{nonce}_make()
+del _{nonce}_make
+'''
+
+
+def recorder_source(nonce: str, name: str) -> str:
+    return RECORDER.format(nonce=nonce, name=name).strip()
+
+
+def take_expression(name: str) -> str:
+    """The user expression that hands the grader what the recorder holds (and empties it)."""
+    return f"(lambda f: f.__globals__[{name!r}].take())(lambda: 0)"
+
+
+# --------------------------------------------------------------------------------------------
+# The trusted side
+# --------------------------------------------------------------------------------------------
+
+class Unreadable(ValueError):
+    """What the kernel sent is not a well-formed record."""
+
+
+class _Shape(tuple):
+    """A TensorShape as recorded: equal to any sequence with the same dimensions, as TensorShape is."""
+
+    def __eq__(self, other):
+        return isinstance(other, (list, tuple)) and list(self) == list(other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = tuple.__hash__
+
+
+@dataclass
+class Unrecorded:
+    """A value of a type the recorder does not carry: it equals nothing."""
+    what: str
+
+    def __eq__(self, other):
+        return False
+
+    __hash__ = None
+
+
+def decode(e):
+    if not isinstance(e, tuple) or not e or not isinstance(e[0], str):
+        raise Unreadable("not a record")
+    tag, rest = e[0], e[1:]
+    if tag == "n" and not rest:
+        return None
+    if tag == "b" and len(rest) == 1 and isinstance(rest[0], bool):
+        return rest[0]
+    if tag == "i" and len(rest) == 1 and isinstance(rest[0], str) and len(rest[0]) < 1300:
+        return int(rest[0])
+    if tag == "f" and len(rest) == 1 and isinstance(rest[0], str):
+        return float.fromhex(rest[0])
+    if tag == "s" and len(rest) == 1 and isinstance(rest[0], str):
+        return rest[0]
+    if tag in ("l", "t") and len(rest) == 1 and isinstance(rest[0], list):
+        items = [decode(x) for x in rest[0]]
+        return items if tag == "l" else tuple(items)
+    if tag == "a" and len(rest) == 3 and isinstance(rest[0], str) and isinstance(rest[1], list) and isinstance(rest[2], list):
+        dtype = numpy.dtype(rest[0])
+        shape = tuple(int(n) for n in rest[1])
+        if dtype.kind not in "biufU" or math.prod(shape) != len(rest[2]) or any(n < 0 for n in shape):
+            raise Unreadable("array")
+        return numpy.array([decode(x) for x in rest[2]], dtype=dtype).reshape(shape)
+    if tag == "g" and len(rest) == 2 and isinstance(rest[0], str):
+        dtype = numpy.dtype(rest[0])
+        if dtype.kind not in "biufU":
+            raise Unreadable("scalar")
+        return dtype.type(decode(rest[1]))
+    if tag == "d" and len(rest) == 1 and isinstance(rest[0], str) and len(rest[0]) < 40:
+        return numpy.dtype(rest[0])
+    if tag == "shape" and len(rest) == 1:
+        dims = decode(rest[0])
+        if not isinstance(dims, list):
+            raise Unreadable("shape")
+        return _Shape(dims)
+    if tag == "?" and len(rest) == 1 and isinstance(rest[0], str):
+        return Unrecorded(rest[0][:100])
+    raise Unreadable(f"unknown record {tag!r}")
+
+
+def parse_records(text) -> list[tuple[object, int, object]] | None:
+    """The recorder's ``repr`` (the text/plain of the user expression, itself a repr of a string):
+    ``[(execution count, key, value)]``, values decoded; None when it cannot be read."""
+    if not isinstance(text, str) or len(text) > MAX_RECORDS_TEXT:
+        return None
+    try:
+        inner = ast.literal_eval(text)
+        raw = ast.literal_eval(inner) if isinstance(inner, str) else None
+        if not isinstance(raw, list):
+            return None
+        out = []
+        for item in raw:
+            if not (isinstance(item, tuple) and len(item) == 3 and isinstance(item[1], int)):
+                return None
+            out.append((item[0], item[1], decode(item[2])))
+        return out
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, OverflowError):
+        return None
+
+
+def holds(site: Site, value) -> bool:
+    """The author's check on ``value``, evaluated here: True when it holds."""
+    expected = ast.literal_eval(site.literal)
+    try:
+        if site.kind == "compare":
+            return bool(expected == value if site.literal_first else value == expected)
+        module = {"numpy": numpy, "numpy.testing": numpy.testing, "math": math}[site.module]
+        func = getattr(module, site.func)
+        args = (expected, value) if site.literal_first else (value, expected)
+        if isinstance(value, Unrecorded):
+            return False
+        result = func(*args, **(site.keywords or {}))
+        return True if site.kind == "statement" else bool(result)
+    except Exception:  # noqa: BLE001  (an AssertionError from numpy.testing, an ambiguous truth value, ...)
+        return False
+
+
+@dataclass
+class Judged:
+    """The trusted verdict on one cell's judged checks: the first that failed (or never ran)."""
+    failed: Site | None
+    why: str = ""
+
+
+def judge(sites: list[Site], records: list | None, ran_to_end: bool) -> Judged:
+    """Every site's recorded values (of this execution: the recorder hands over only those) must
+    satisfy its check. ``ran_to_end``: the kernel finished the cell without error, so every site
+    ran at least once."""
+    if not sites:
+        return Judged(None)
+    if records is None:
+        return Judged(sites[0], "the values the checks look at could not be read back from the kernel")
+    by_key = {s.key: s for s in sites}
+    seen = set()
+    for _count, key, value in records:
+        site = by_key.get(key)
+        if site is None:
+            continue
+        seen.add(key)
+        if not holds(site, value):
+            return Judged(site, "check failed")
+    if ran_to_end:
+        missing = [s for s in sites if s.key not in seen]
+        if missing:
+            return Judged(missing[0], "the check did not run")
+    return Judged(None)
+
+
+def site_dicts(sites: list[Site]) -> list[dict]:
+    return [asdict(s) for s in sites]
+
+
+def sites_from(dicts) -> list[Site]:
+    return [Site(**d) for d in dicts or []]
