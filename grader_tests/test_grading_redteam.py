@@ -105,6 +105,12 @@ async def _w(self, raw_cell, *a, **k):
         setattr(_sh, _nm, _orig)
     elif "assert" in raw_cell and not _looks_planted(raw_cell) and not _second_of_pair(raw_cell):''')
 assert "_second_of_pair(raw_cell)" in _PAIR_AWARE
+# The recorder judged checks hand their values to, replaced by one that records nothing and
+# always says yes: the checks did not run, so they fail.
+_NO_RECORDER = '''
+for _k in [k for k in globals() if k.endswith("_chk") and callable(globals()[k])]:
+    globals()[_k] = lambda *a, **k: True
+'''
 HALF_SPLIT = "def split(X, y):\n    return train_test_split(X, y, test_size=0.5, random_state=0)"
 
 # No hook at all: the names the hidden tests call are rebound in the notebook's namespace (a copy
@@ -315,6 +321,8 @@ def cases() -> dict[str, dict]:
                                      flag_has="t1: the test and its twin with a different expected value both held"),
         "pair_aware_swallow": dict(answers=dict(R, q1=HALF_SPLIT), extra=[("q1", _PAIR_AWARE)], max=8,
                                    failed={"t1": "the test part should hold a quarter of the rows"}),
+        "recorder_replaced": dict(answers=dict(R, q1=HALF_SPLIT), extra=[("q1", _PAIR_AWARE + _NO_RECORDER)], max=8,
+                                  failed={"t1": "the test part should hold a quarter of the rows"}),
         "shadowed_names": dict(answers=SHADOWED, extra=[("q1", _SHADOW)], max=6),
         # restored before the last probe: caught by the check each passing test cell's reply carries
         "shadowed_then_restored": dict(answers=SHADOWED, extra=[("q1", _SHADOW), ("t5", "np = _numpy\ndel abs\n")], max=6,

@@ -182,3 +182,63 @@ def test_a_check_kept_in_the_kernel_for_its_twin_is_judged_here_too():
     assert ran and literals.judge(sites, records, True).failed is None
     ran, records = _run(kernel, lambda x: x * x if x != 2 else 3, swallow=True)     # np.zeros(3): shape (3,)
     assert literals.judge(sites, records, ran).failed is sites[0]
+
+
+def test_a_test_whose_order_is_fixed_gets_no_twin_and_keeps_no_expected_value_in_the_kernel():
+    import nbformat
+
+    from mlbd.grading import integrity
+
+    locked = nbformat.v4.new_code_cell("import numpy as np")
+    locked.metadata["nbgrader"] = {"locked": True, "grade": False, "solution": False, "grade_id": "imports"}
+    twice = "r = f(2)\n### BEGIN HIDDEN TESTS\nassert np.isclose(r, 0.25, atol=1e-3), 'HIDDEN: wrong'\n### END HIDDEN TESTS"
+    for source, twinned in ((twice, True), ("model.fit(X)\n" + twice, False)):     # model.fit: after the test only
+        test = nbformat.v4.new_code_cell(source)
+        test.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 1, "grade_id": "t1",
+                                     "schema_version": 3}
+        for seed in range(6):
+            nb = integrity.add_checks(nbformat.v4.new_notebook(cells=[locked, nbformat.from_dict(test)]), seed)
+            canary = next(c for c in nb.cells if "canary" in c.metadata.get("mlbd", {}))
+            graded = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade"))
+            assert bool(canary.metadata["mlbd"].get("twin_of")) is twinned
+            kernel = graded.metadata["mlbd"]["kernel_source"]
+            assert ("0.25" in kernel) is twinned, kernel     # the kept check of a twin; none otherwise
+            assert "0.25" not in canary.metadata["mlbd"]["kernel_source"] or twinned
+
+
+def test_feedback_shows_a_judged_checks_err_msg_and_no_other_hidden_string():
+    from mlbd.grading import feedback
+
+    source = ("### BEGIN HIDDEN TESTS\nnp.testing.assert_allclose(f(1), [1.0], err_msg=\"HIDDEN: f(1) is off\")\n"
+              "assert g() == \"SECRET_VALUE\"\n### END HIDDEN TESTS")
+    shown = feedback.shown_messages(source, "")
+    assert "HIDDEN: f(1) is off" in shown and "SECRET_VALUE" not in shown
+
+
+@pytest.mark.parametrize("source, good, bad", [
+    ("assert 0.5 < f(1) <= 1.0, 'a fraction above chance'", 0.75, 0.4),
+    ("assert f(1) in (0.01, 0.1, 1.0), 'a value of the grid'", np.float64(0.1), 0.2),
+    ("assert f(1) != 0, 'must differ'", 3, 0),
+    ("assert f(1) >= -2 and f(1) < 3", 0, 5),
+    ("assert 'iu' .count(f(1)) == 1", "i", "f"),
+])
+def test_comparisons_with_literals_are_judged_whatever_their_operators(source, good, bad):
+    kernel, sites = literals.rewrite(source, "_t_chk", BIND)
+    assert sites and "_t_chk(" in kernel
+    for value, ok in ((good, True), (bad, False)):
+        ran, records = _run(kernel, lambda x: value, swallow=True)
+        assert (literals.judge(sites, records, ran).failed is None) is ok, (source, value)
+
+
+def test_a_judged_comparison_is_evaluated_from_literals_only():
+    with pytest.raises(ValueError):
+        literals._comparison("__import__('os').system('true') == __v__")
+    with pytest.raises(ValueError):
+        literals._comparison("__v__.__class__ == 1")
+
+
+def test_a_value_that_holds_the_literal_is_not_judged():
+    """``"val_loss" in hist.history``: the value is a container (a dict, a History) the recorder
+    does not carry, so the check stays in the kernel (found on coursework 2's solution)."""
+    for source in ('assert "val_loss" in hist.history', "assert 3 not in f(1)"):
+        assert literals.rewrite(source, "_t_chk", BIND) == (source, [])

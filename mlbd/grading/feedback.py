@@ -27,7 +27,6 @@ from __future__ import annotations
 import ast
 import builtins
 import os
-import re
 from pathlib import Path
 
 import nbformat
@@ -61,15 +60,17 @@ def _literals(source: str) -> set[str]:
 
 
 def _messages(source: str) -> set[str]:
-    """The messages the author wrote: string literals of ``assert ..., "msg"`` and ``raise E("msg")``."""
+    """The messages the author wrote: string literals of ``assert ..., "msg"``, ``raise E("msg")``
+    and a check's ``err_msg="msg"`` (``np.testing``; the grader reports it for a check it judged)."""
     tree = _parse(source)
     out = set()
     for node in ast.walk(tree) if tree is not None else []:
-        msg = node.msg if isinstance(node, ast.Assert) else None
+        msgs = [node.msg] if isinstance(node, ast.Assert) else []
         if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args:
-            msg = node.exc.args[0]
-        if isinstance(msg, ast.Constant) and isinstance(msg.value, str):
-            out.add(msg.value.strip())
+            msgs = [node.exc.args[0]]
+        if isinstance(node, ast.Call):
+            msgs = [k.value for k in node.keywords if k.arg in ("err_msg", "msg")]
+        out.update(m.value.strip() for m in msgs if isinstance(m, ast.Constant) and isinstance(m.value, str))
     return out
 
 

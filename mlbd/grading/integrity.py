@@ -751,7 +751,10 @@ def add_checks(nb: nbformat.NotebookNode, seed: int, judge_literals: bool = True
         if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
             judged = literals.sites_of(cell.source, checks["bind"]) if judge_literals else []
             allowed = frozenset((lit.lineno, lit.col_offset) for _, lit, _, _ in judged) if judge_literals else None
-            choices = twins(cell.source, rng, allowed)
+            safe = runs_twice_safely(cell.source)
+            # a twin that always comes second tells a hook which of the two is the test (and, with
+            # judged checks, hands it the one expected value the kernel sees): a reversed copy then
+            choices = twins(cell.source, rng, allowed) if safe or not judge_literals else []
             kept: frozenset[tuple[int, int]] = frozenset()
             if choices:
                 text, where = rng.choice(choices)
@@ -776,7 +779,7 @@ def add_checks(nb: nbformat.NotebookNode, seed: int, judge_literals: bool = True
                 if not c.metadata[MARK]:
                     del c.metadata[MARK]
             base += len(judged) + 1
-            first = runs_twice_safely(cell.source) and rng.random() < 0.5
+            first = safe and rng.random() < 0.5
             cells += [canary, cell] if first else [cell, canary]
         else:
             cells.append(cell)
