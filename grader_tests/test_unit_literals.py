@@ -242,3 +242,39 @@ def test_a_value_that_holds_the_literal_is_not_judged():
     does not carry, so the check stays in the kernel (found on coursework 2's solution)."""
     for source in ('assert "val_loss" in hist.history', "assert 3 not in f(1)"):
         assert literals.rewrite(source, "_t_chk", BIND) == (source, [])
+
+
+def test_checks_taken_out_of_the_kernel_are_judged_even_when_the_stage_list_leaves_the_judge_out():
+    """In the kernel a judged check always holds: a configured stage list without JudgeChecks must
+    not let it pass. CheckIntegrity keeps what JudgeChecks reads, and scoring runs JudgeChecks after
+    the list whatever it holds (score.stage)."""
+    import nbformat
+    from traitlets.config import Config
+
+    from mlbd.grading import assess, integrity, prepare, score
+    from mlbd.grading.protocol import NotebookOutcome, Verdict
+
+    locked = nbformat.v4.new_code_cell("import numpy as np")
+    locked.metadata["nbgrader"] = {"locked": True, "grade": False, "solution": False, "grade_id": "imports"}
+    test = nbformat.v4.new_code_cell("assert f(2) == 4, 'f(2) is wrong'")
+    test.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 1, "grade_id": "t1",
+                                 "schema_version": 3}
+    nb = integrity.add_checks(nbformat.v4.new_notebook(cells=[locked, test]), 0)
+    graded = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade"))
+    graded.metadata["mlbd"]["records"] = repr(repr([(3, graded.metadata["mlbd"]["sites"][0]["key"], ("i", "5"))]))
+    for c in nb.cells:
+        if "canary" in c.metadata.get("mlbd", {}):
+            c.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="", traceback=[])]
+    cfg = Config()
+    cfg.AssessSubmission.preprocessors = ["mlbd.grading.assess.FailUnrun", "mlbd.grading.assess.CheckIntegrity"]
+    res = {"nbgrader": {"notebook": "nb"}, "mlbd": {"verdict": Verdict(), "outcome": NotebookOutcome("nb", notebook="{}"),
+                                                    "job": prepare.NotebookJob("nb", notebook=nb),
+                                                    "submission": prepare.Submission("s", "a", None, "")}}
+    for stage in assess.AssessSubmission(config=cfg).stages():
+        nb, res = stage.preprocess(nb, res)
+    graded = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade"))
+    assert "sites" in graded.metadata["mlbd"] and not graded.outputs      # not judged yet: it "passed"
+    assert score.JudgeChecks is assess.JudgeChecks
+    nb, res = assess.JudgeChecks(config=cfg).preprocess(nb, res)             # what score.stage runs last
+    graded = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade"))
+    assert graded.outputs[0].evalue == "f(2) is wrong" and "sites" not in graded.metadata["mlbd"]

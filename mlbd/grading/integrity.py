@@ -824,14 +824,15 @@ def is_check(cell) -> bool:
     return isinstance(meta, dict) and ("canary" in meta or "probe" in meta)
 
 
-CELL_KEYS = ("after", "bindings", "kernel_source", "sites", "take", "records", "exec_count")
+USE_KEYS = ("after", "bindings")      # the check after each test cell (check_and_strip reads them)
+JUDGE_KEYS = ("kernel_source", "sites", "take", "records", "exec_count")    # judged checks (assess.JudgeChecks)
 
 
-def drop_cell_checks(cell) -> None:
+def drop_cell_checks(cell, keys=USE_KEYS + JUDGE_KEYS) -> None:
     """Remove what the checks a test cell carried left in its metadata."""
     meta = cell.metadata.get(MARK)
-    if isinstance(meta, dict) and any(k in meta for k in CELL_KEYS):
-        for k in CELL_KEYS:
+    if isinstance(meta, dict) and any(k in meta for k in keys):
+        for k in keys:
             meta.pop(k, None)
         if not meta:
             del cell.metadata[MARK]
@@ -874,7 +875,7 @@ def check_and_strip(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
                               "(its execution was intercepted)")
             elif report == "error":
                 notes.append(f"{label}: the grader's check of the names the tests use could not run after this cell")
-            drop_cell_checks(cell)
+            drop_cell_checks(cell, USE_KEYS)
         if not is_check(cell):
             kept.append(cell)
             continue

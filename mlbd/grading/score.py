@@ -22,7 +22,7 @@ from nbgrader.preprocessors import Execute
 from traitlets.utils.importstring import import_item
 
 from ..course import ACTIVE_CONTENT
-from .assess import AssessSubmission
+from .assess import AssessSubmission, JudgeChecks
 from .protocol import NotebookOutcome, ResultStore, Verdict
 from .protocol import RESULTS  # noqa: F401  (score.RESULTS: where report, cohort and items_report look)
 
@@ -87,6 +87,9 @@ def stage(coursedir, cfg, sub, results: dict[str, NotebookOutcome]) -> dict[str,
                      "mlbd": {"verdict": v, "outcome": res, "job": job, "submission": sub}}
         for step in stages:
             nb, resources = step.preprocess(nb, resources)
+        # fail closed: a check taken out of the kernel is judged even when the configured stages
+        # leave JudgeChecks out (in the kernel it always held)
+        nb, resources = JudgeChecks(config=cfg).preprocess(nb, resources)
         nbformat.write(nb, str(dest / f"{job.name}.ipynb"))
     return verdicts
 
