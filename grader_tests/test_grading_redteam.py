@@ -321,8 +321,9 @@ def cases() -> dict[str, dict]:
                                      flag_has="t1: the test and its twin with a different expected value both held"),
         "pair_aware_swallow": dict(answers=dict(R, q1=HALF_SPLIT), extra=[("q1", _PAIR_AWARE)], max=8,
                                    failed={"t1": "the test part should hold a quarter of the rows"}),
+        # (its message: the author's when the hook passed the test in the kernel, else the kernel's own error)
         "recorder_replaced": dict(answers=dict(R, q1=HALF_SPLIT), extra=[("q1", _PAIR_AWARE + _NO_RECORDER)], max=8,
-                                  failed={"t1": "the test part should hold a quarter of the rows"}),
+                                  failed={"t1": None}),
         "shadowed_names": dict(answers=SHADOWED, extra=[("q1", _SHADOW)], max=6),
         # restored before the last probe: caught by the check each passing test cell's reply carries
         "shadowed_then_restored": dict(answers=SHADOWED, extra=[("q1", _SHADOW), ("t5", "np = _numpy\ndel abs\n")], max=6,
@@ -453,11 +454,11 @@ def test_redteam(graded, name):
         assert row["score"] <= case["max"], f"{name} got {row['score']} > {case['max']} unflagged: {row}"
     if "min" in case:
         assert row["score"] >= case["min"], row
-    for gid, message in case.get("failed", {}).items():       # the test failed, with its author's message
+    for gid, message in case.get("failed", {}).items():       # the test failed (with its author's message)
         nb = nbformat.reads(autograded[f"{w.NOTEBOOK}.ipynb"].decode(), as_version=4)
         cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
         errors = [o for o in cell.outputs if o.output_type == "error"]
-        assert errors and errors[0].evalue == message, (gid, errors)
+        assert errors and (message is None or errors[0].evalue == message), (gid, errors)
     for rel, data in list(feedback.items()) + list(autograded.items()):
         assert len(data) < 12_000_000, f"{rel}: {len(data)} bytes"
     for rel, data in feedback.items():
