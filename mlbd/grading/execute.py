@@ -45,6 +45,14 @@ class WatchdogTimeout(RuntimeError):
 TAKE = MARK + "_records"      # the user expression that reads what a test cell's judged checks saw
 
 
+def _records_text(content: dict | None) -> str | None:
+    """What the recorder handed over in an execute reply's content (bounded), None when it did not."""
+    value = ((content or {}).get("user_expressions") or {}).get(TAKE)
+    if not isinstance(value, dict) or value.get("status") != "ok":
+        return None
+    return str((value.get("data") or {}).get("text/plain", ""))[:literals.MAX_RECORDS_TEXT + 1]
+
+
 class GradingClient(BoundedOutputs, NotebookClient):
     def __init__(self, nb, **kw):
         super().__init__(nb, **kw)
@@ -85,9 +93,9 @@ class GradingClient(BoundedOutputs, NotebookClient):
                     break
         except Exception:  # noqa: BLE001  (no answer: the checks are judged without it)
             return
-        value = ((reply.get("content") or {}).get("user_expressions") or {}).get(TAKE)
-        if isinstance(value, dict) and value.get("status") == "ok":
-            cell.metadata[MARK]["records"] = str((value.get("data") or {}).get("text/plain", ""))[:literals.MAX_RECORDS_TEXT + 1]
+        text = _records_text(reply.get("content"))
+        if text is not None:
+            cell.metadata[MARK]["records"] = text
 
     async def _async_handle_timeout(self, timeout, cell=None):
         self._timed_out = True          # the reply nbclient makes up now is the grader's, not the kernel's
@@ -102,9 +110,9 @@ class GradingClient(BoundedOutputs, NotebookClient):
             if content.get("status") == "ok":
                 if meta.get("after"):
                     meta["bindings"] = integrity.use_report(content)
-                value = (content.get("user_expressions") or {}).get(TAKE)
-                if meta.get("take") and isinstance(value, dict) and value.get("status") == "ok":
-                    meta["records"] = str((value.get("data") or {}).get("text/plain", ""))[:literals.MAX_RECORDS_TEXT + 1]
+                text = _records_text(content)
+                if meta.get("take") and text is not None:
+                    meta["records"] = text
         if self._timed_out:
             fail_cell(cell, "timeout", f"the cell ran longer than {self.timeout} s")
         elif content.get("status") == "error":
