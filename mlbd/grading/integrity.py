@@ -729,7 +729,8 @@ def runs_twice_safely(source: str) -> bool:
     return True
 
 
-def add_checks(nb: nbformat.NotebookNode, seed: int, judge_literals: bool = True) -> nbformat.NotebookNode:
+def add_checks(nb: nbformat.NotebookNode, seed: int, judge_literals: bool = True,
+               expected: dict | None = None) -> nbformat.NotebookNode:
     """Insert a probe first and last and, next to every autograded test cell, a canary built from
     that cell (in place): its twin (``twin_copies``) where the hidden part has an equality check
     with a literal, else a reversed copy (``canary_cell``). Which of the two comes first is random
@@ -737,19 +738,31 @@ def add_checks(nb: nbformat.NotebookNode, seed: int, judge_literals: bool = True
     cannot derive the order or the twin's value. With ``judge_literals``, the test and its canary
     reach the kernel as ``literals.rewrite`` makes them (``metadata.mlbd.kernel_source``, with
     ``sites`` for the grader and a recorder cell after the first probe); the check the twin changes
-    stays in the kernel in both. Every test cell and canary carries the user expressions the
-    grader sends with it (``after``: ``use_check``; ``take``: the recorded values)."""
+    stays in the kernel in both. ``expected`` (grade_id → position → values, from the instructor's
+    run: ``references``) adds the checks against a reference that the submission's own cells leave
+    clean. Every test cell and canary carries the user expressions the grader sends with it
+    (``after``: ``use_check``; ``take``: the recorded values)."""
+    from . import references
     rng = random.Random(f"{seed}/{secrets.token_hex(16)}")
     nonce = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12))
     checks = binding_checks(nb)
     after = use_check(checks) if checks["bind"] or checks["builtins"] else None
     recorder = f"_{nonce}_chk"
+    referenced = references.notebook_sites(nb, checks["bind"]) if judge_literals and expected else {}
     cells = [probe_cell(nonce, "first")]
     base = 0
-    for cell in nb.cells:
+    for index, cell in enumerate(nb.cells):
         md = cell.metadata.get("nbgrader", {})
         if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
             judged = literals.sites_of(cell.source, checks["bind"]) if judge_literals else []
+            extra, before = [], None
+            if index in referenced:
+                found, before = referenced[index]
+                want = (expected or {}).get(md.get("grade_id")) or {}
+                for entry in found:
+                    if references.position(entry) in want:
+                        entry[3].expected = want[references.position(entry)]
+                        extra.append(entry)
             allowed = frozenset((lit.lineno, lit.col_offset) for _, lit, _, _ in judged) if judge_literals else None
             safe = runs_twice_safely(cell.source)
             # a twin that always comes second tells a hook which of the two is the test (and, with
@@ -765,20 +778,23 @@ def add_checks(nb: nbformat.NotebookNode, seed: int, judge_literals: bool = True
                 canary.metadata[MARK] = {"canary": True, "twin_of": md.get("grade_id")}
             else:
                 secret = frozenset(v for _, lit, _, _ in judged for v in [literals.literal_value(lit)] if isinstance(v, str))
-                canary = canary_cell(cell, rng, frozenset(site.line for *_, site in judged), secret)
+                # a reversed copy of a judged check would always hold in the kernel (and flag an honest answer)
+                canary = canary_cell(cell, rng, frozenset(site.line for *_, site in judged + extra), secret)
             for c in (cell, canary):       # the test and its canary alike
                 if not isinstance(c.metadata.get(MARK), dict):
                     c.metadata[MARK] = {}
                 if after:
                     c.metadata[MARK]["after"] = after
-                if judged:
-                    kernel, sites = literals.rewrite(c.source, recorder, checks["bind"], base, kept)
+                if judged or extra:
+                    more = extra if c is cell else references.canary_sites(c.source, before, {e[3].literal for e in extra}) \
+                        if extra else []
+                    kernel, sites = literals.rewrite(c.source, recorder, checks["bind"], base, kept, more)
                     if sites:
                         c.metadata[MARK].update(kernel_source=kernel, sites=literals.site_dicts(sites),
                                                 take=literals.take_expression(recorder))
                 if not c.metadata[MARK]:
                     del c.metadata[MARK]
-            base += len(judged) + 1
+            base += len(judged) + len(extra) + 1
             first = safe and rng.random() < 0.5
             cells += [canary, cell] if first else [cell, canary]
         else:

@@ -37,6 +37,7 @@ _OPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", 
         ast.In: "in", ast.NotIn: "not in"}
 _ORDER = tuple(_OPS)
 _VALUE = "__v__"          # where the recorded value goes in a judged comparison
+_EXPECTED = "__e__"       # where a reference's value goes (``references``)
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Site:
     message: str | None = None    # the author's message when it is a plain string
     line: int = 0             # 1-based, in the test cell's own source
     expr: str = ""            # a comparison: the author's, literals as written, the value as __v__
+    reference: bool = False   # the expected side is a reference the test computes (``references``):
+    expected: str = ""        # its values in the instructor's run, one per time the check ran (recorded)
 
 
 def literal_value(node: ast.expr):
@@ -107,6 +110,24 @@ def _checks(body: list[ast.stmt]) -> list[ast.stmt]:
     return checks(body)
 
 
+def call_keywords(node: ast.Call) -> dict | None:
+    """A two-argument comparison call's keywords (tolerances and the like) when all are literal; None
+    when the call has another shape or a keyword the grader cannot evaluate itself."""
+    if len(node.args) != 2 or any(isinstance(a, ast.Starred) for a in node.args):
+        return None
+    keywords = {}
+    for k in node.keywords:
+        if k.arg in _MESSAGES:
+            continue
+        if k.arg not in _KEYWORDS:
+            return None
+        try:
+            keywords[k.arg] = ast.literal_eval(k.value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return None
+    return keywords
+
+
 def sites_of(source: str, bind: dict) -> list[tuple[ast.AST, ast.expr, ast.expr, Site]]:
     """Every check of a cell that can be judged outside the kernel: ``(replaced node, literal
     node, value node, Site)`` in source order (keys 0, 1, ...)."""
@@ -157,18 +178,9 @@ def sites_of(source: str, bind: dict) -> list[tuple[ast.AST, ast.expr, ast.expr,
         where = resolve(node.func, bind)
         if where is None or (kind == "call") == (where[0] == "numpy.testing"):
             return
-        if len(node.args) != 2 or any(isinstance(a, ast.Starred) for a in node.args):
+        keywords = call_keywords(node)
+        if keywords is None:
             return
-        keywords = {}
-        for k in node.keywords:
-            if k.arg in _MESSAGES:
-                continue
-            if k.arg not in _KEYWORDS:
-                return
-            try:
-                keywords[k.arg] = ast.literal_eval(k.value)
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                return
         a, b = node.args
         if (literal_value(a) is None) == (literal_value(b) is None):
             return
@@ -193,13 +205,14 @@ def line_offsets(source: str) -> list[int]:
     return starts
 
 
-def rewrite(source: str, name: str, bind: dict, base: int = 0, keep: frozenset = frozenset()
+def rewrite(source: str, name: str, bind: dict, base: int = 0, keep: frozenset = frozenset(), extra=()
             ) -> tuple[str, list[Site]]:
     """The cell as the kernel runs it and its sites, keys counted from ``base``: each judged check
     replaced by ``name(KEY, value)`` (the line count kept). ``keep``: (line, column) of literals
     whose checks also stay in the kernel as written, their value passed through ``name.v(KEY,
-    value)`` so that it is judged here too. The source itself when nothing is judged."""
-    found = sites_of(source, bind)
+    value)`` so that it is judged here too. ``extra``: more sites in ``sites_of``'s shape (checks
+    against a reference, ``references``). The source itself when nothing is judged."""
+    found = sites_of(source, bind) + list(extra)
     if not found:
         return source, []
     raw, starts = source.encode(), line_offsets(source)
@@ -399,23 +412,34 @@ def parse_records(text) -> list[tuple[object, int, object]] | None:
         return None
 
 
-def holds(site: Site, value) -> bool:
-    """The author's check on ``value``, evaluated here: True when it holds."""
-    expected = ast.literal_eval(site.literal)
+def holds(site: Site, value, expected=None) -> bool:
+    """The author's check on ``value``, evaluated here: True when it holds. ``expected``: the
+    reference's value for a reference site (``references``), else the site's literal."""
+    if isinstance(value, Unrecorded) or isinstance(expected, Unrecorded):
+        return False
     try:
+        if not site.reference:
+            expected = ast.literal_eval(site.literal)
         if site.kind == "compare" and site.expr:
-            return bool(_comparison(site.expr)(value))
+            return bool(_comparison(site.expr)(value, expected))
         if site.kind == "compare":
             return bool(expected == value if site.literal_first else value == expected)
         module = {"numpy": numpy, "numpy.testing": numpy.testing, "math": math}[site.module]
         func = getattr(module, site.func)
         args = (expected, value) if site.literal_first else (value, expected)
-        if isinstance(value, Unrecorded):
-            return False
         result = func(*args, **(site.keywords or {}))
         return True if site.kind == "statement" else bool(result)
     except Exception:  # noqa: BLE001  (an AssertionError from numpy.testing, an ambiguous truth value, ...)
         return False
+
+
+def expected_values(site: Site) -> list | None:
+    """A reference site's values in the instructor's run (decoded), None when unreadable."""
+    try:
+        raw = ast.literal_eval(site.expected)
+        return [decode(e) for e in raw] if isinstance(raw, list) else None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, OverflowError):
+        return None
 
 
 def _comparison(expr: str):
@@ -425,10 +449,11 @@ def _comparison(expr: str):
     allowed = (ast.Expression, ast.Compare, ast.Constant, ast.Tuple, ast.List, ast.UnaryOp, ast.USub, ast.UAdd,
                ast.Load, *_ORDER)
     for node in ast.walk(tree):
-        if not (isinstance(node, allowed) or (isinstance(node, ast.Name) and node.id == _VALUE)):
+        if not (isinstance(node, allowed) or (isinstance(node, ast.Name) and node.id in (_VALUE, _EXPECTED))):
             raise ValueError(f"not a comparison with literals: {expr!r}")
     code = compile(tree, "<judged check>", "eval")
-    return lambda value: eval(code, {"__builtins__": {}}, {_VALUE: value})     # noqa: S307  (checked above)
+    return lambda value, expected=None: eval(code, {"__builtins__": {}},      # noqa: S307  (checked above)
+                                             {_VALUE: value, _EXPECTED: expected})
 
 
 @dataclass
@@ -440,23 +465,31 @@ class Judged:
 
 def judge(sites: list[Site], records: list | None, ran_to_end: bool) -> Judged:
     """Every site's recorded values (of this execution: the recorder hands over only those) must
-    satisfy its check. ``ran_to_end``: the kernel finished the cell without error, so every site
-    ran at least once."""
+    satisfy its check, a reference site's n-th value against the n-th value of the instructor's
+    run. ``ran_to_end``: the kernel finished the cell without error, so every site ran (a
+    reference site as many times as in the instructor's run)."""
     if not sites:
         return Judged(None)
     if records is None:
         return Judged(sites[0], "the values the checks look at could not be read back from the kernel")
     by_key = {s.key: s for s in sites}
-    seen = set()
+    expected = {s.key: expected_values(s) for s in sites if s.reference}
+    seen: dict[int, int] = {}
     for _count, key, value in records:
         site = by_key.get(key)
         if site is None:
             continue
-        seen.add(key)
-        if not holds(site, value):
+        n = seen[key] = seen.get(key, 0) + 1
+        if site.reference:
+            want = expected[key]
+            if want is None or n > len(want):
+                return Judged(site, "the check ran more often than in the instructor's run")
+            if not holds(site, value, want[n - 1]):
+                return Judged(site, "check failed")
+        elif not holds(site, value):
             return Judged(site, "check failed")
     if ran_to_end:
-        missing = [s for s in sites if s.key not in seen]
+        missing = [s for s in sites if s.key not in seen or (s.reference and seen[s.key] < len(expected[s.key] or ()))]
         if missing:
             return Judged(missing[0], "the check did not run")
     return Judged(None)

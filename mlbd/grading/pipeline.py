@@ -29,7 +29,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from ..course import CourseError
 from ..variant import Variants
-from . import boxfs, executors, prepare, score
+from . import boxfs, executors, prepare, references, score
 from .engines import shared_engines
 from .execute import execute_job
 from .protocol import Job, JobNotebook, JobOutcome, ResultStore
@@ -149,6 +149,9 @@ def grade(course_dir: Path, assignment: str, students: list[str] | None = None, 
     if todo:
         pool = executors.make(executor, jobs)
         try:
+            checks = prepare.InsertIntegrityChecks(config=cfg)
+            if checks.judge_literals and checks.judge_references:
+                run.instructor_values(pool, console, quiet)
             with shared_engines():
                 run.run(pool, todo, f"grading {assignment} ({pool.description}, sandbox {box.mode})", console, quiet)
         finally:
@@ -184,6 +187,7 @@ class GradingRun:
     copy_max_bytes: int
     results: dict[str, StudentResult] = field(default_factory=dict)
     pending: dict = field(default_factory=dict)      # future → InFlight
+    expected: dict = field(default_factory=dict)     # notebook → grade_id → position → values (references)
     advance: Callable[[str], None] = field(default=lambda student: None, repr=False)   # progress bar
 
     def run(self, pool, students: list[str], title: str, console: Console, quiet: bool) -> None:
@@ -205,7 +209,7 @@ class GradingRun:
         started = time.perf_counter()
         try:
             sub = prepare.prepare(self.cd, self.cfg, self.cd.db_url, self.assignment, student,
-                                  seed=zlib.crc32(f"{self.assignment}/{student}".encode()))
+                                  seed=zlib.crc32(f"{self.assignment}/{student}".encode()), expected=self.expected)
             files = prepare.input_files(self.cd, self.assignment, student, self.exclude, self.copy_max_bytes)
         except Exception as exc:  # noqa: BLE001
             self.fail(student, f"preparing failed: {type(exc).__name__}: {exc}", 0.0)
@@ -221,6 +225,46 @@ class GradingRun:
                                       nb.notebook.metadata.get("kernelspec", {}).get("name", "python3")) for nb in runnable],
                          files, self.job_config(student), self.timeout)
         self.pending[pool.submit(execute_job, flight.job)] = flight
+
+    def instructor_values(self, pool, console: Console, quiet: bool) -> None:
+        """The values the tests' references take in the instructor's notebooks (``references``):
+        two sandboxed runs of source/, once per change of it (``.mlbd/references/``). Without them
+        those checks stay in the kernel, as before; nothing else changes."""
+        src = Path(self.cd.format_path(self.cd.source_directory, ".", self.assignment))
+        cache = Path(self.cd.root) / ".mlbd" / "references" / f"{self.assignment}.json"
+        try:
+            notebooks = {p.stem: p.read_bytes() for p in sorted(src.glob("*.ipynb")) if p.is_file() and not p.is_symlink()}
+            files = {rel: Path(path).read_bytes() for rel, path in prepare._declared(self.cd, self.assignment).items()
+                     if os.path.getsize(path) <= self.copy_max_bytes}
+            key = references.digest(notebooks, files)
+            try:
+                saved = json.loads(cache.read_text())
+                if saved.get("digest") == key:
+                    self.expected = saved["expected"]
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            run = references.InstructorRun(self.assignment, notebooks)
+            if not run.has_references():        # nothing to record: no run
+                self.expected = {}
+                return
+            jobs = [Job(f"({who})", self.assignment, [JobNotebook(*nb) for nb in run.notebooks_to_run(perturb)], files,
+                        self.job_config(who), self.timeout)
+                    for who, perturb in (("instructor", None), ("instructor-2", zlib.crc32(key.encode())))]
+            if not quiet:
+                console.print(f"the instructor's notebooks of {self.assignment}: two runs for the tests' reference values")
+            futures = [pool.submit(execute_job, job) for job in jobs]
+            pool.wait(futures)
+            outcomes = [{o.name: o.notebook for o in f.result().notebooks} for f in futures]
+            self.expected = run.expected(*outcomes)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"digest": key, "expected": self.expected}))
+            os.replace(tmp, cache)
+        except Exception as exc:  # noqa: BLE001  (without them the checks stay in the kernel)
+            self.expected = {}
+            console.print(f"[bold yellow]warning:[/] the instructor's reference values could not be computed "
+                          f"({type(exc).__name__}: {exc}); checks against a reference stay in the kernel")
 
     def job_config(self, student: str) -> dict:
         """The assignment's sandbox settings plus this student's variant key in the kernel's

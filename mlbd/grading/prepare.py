@@ -387,8 +387,14 @@ class InsertIntegrityChecks(PrepareStage):
                                      "replaced by a recorder, and the grader judges those checks itself "
                                      "(mlbd.grading.literals): the kernel never sees their expected values").tag(config=True)
 
+    judge_references = Bool(True, help="checks of a test cell against a reference it computes from the "
+                                       "author's own data are judged by the grader too, against the reference's "
+                                       "value in a run of the instructor's notebook (mlbd.grading.references; "
+                                       "mlbd grade runs it once per change of source/, in the sandbox)").tag(config=True)
+
     def preprocess(self, nb, resources):
-        return integrity.add_checks(nb, resources["mlbd"]["seed"], self.judge_literals), resources
+        expected = resources["mlbd"].get("expected") if self.judge_references else None
+        return integrity.add_checks(nb, resources["mlbd"]["seed"], self.judge_literals, expected), resources
 
 
 class PrepareSubmission(Stages):
@@ -424,8 +430,10 @@ def _blank(release: Path, resources, cfg, message: str) -> nbformat.NotebookNode
     return nb
 
 
-def prepare(coursedir, cfg, gradebook_url: str, assignment: str, student: str, seed: int) -> Submission:
-    """Each notebook of ``student``'s submission through ``PrepareSubmission``'s stages."""
+def prepare(coursedir, cfg, gradebook_url: str, assignment: str, student: str, seed: int,
+            expected: dict | None = None) -> Submission:
+    """Each notebook of ``student``'s submission through ``PrepareSubmission``'s stages.
+    ``expected``: notebook → the references' values in the instructor's run (``references``)."""
     path = Path(coursedir.format_path(coursedir.submitted_directory, student, assignment))
     sub = Submission(student, assignment, path, submission_digest(path))
     release_dir = Path(coursedir.format_path(coursedir.release_directory, ".", assignment))
@@ -443,7 +451,8 @@ def prepare(coursedir, cfg, gradebook_url: str, assignment: str, student: str, s
         job = NotebookJob(name)
         resources = {"nbgrader": {"notebook": name, "assignment": assignment, "student": student,
                                   "db_url": gradebook_url},
-                     "mlbd": {"job": job, "release": release_dir, "gradebook_cells": gb_cells[name], "seed": seed}}
+                     "mlbd": {"job": job, "release": release_dir, "gradebook_cells": gb_cells[name], "seed": seed,
+                              "expected": (expected or {}).get(name)}}
         nb_path = path / f"{name}.ipynb"
         try:
             nb, why = (None, f"{name}.ipynb is missing from the submission") if not (nb_path.exists() or nb_path.is_symlink()) \

@@ -1,0 +1,181 @@
+"""Fast tier: checks against a reference the test computes (``mlbd.grading.references``).
+
+Which references are clean (only the author's code and data decide them), how the test reaches the
+kernel, and how the grader judges the student's recorded values against the instructor's run. The
+recorder runs in-process (no kernel)."""
+from __future__ import annotations
+
+import textwrap
+import types
+
+import nbformat
+import numpy as np
+import pytest
+
+from mlbd.grading import integrity, literals, references
+from mlbd.grading.protocol import MARK
+
+pytestmark = pytest.mark.unit
+
+SETUP = "import numpy as np\ndata = np.arange(6.0)\ndef _twice(v):\n    return 2 * np.asarray(v)\n"
+SOLUTION = "def f(v):\n    return 2 * np.asarray(v)\n"
+TEST = textwrap.dedent('''\
+    _x = data.copy()
+    _got = f(_x)
+    np.testing.assert_allclose(_got, _twice(data), err_msg="f is wrong")
+    assert np.array_equal(_x, data), "f must not change its input"
+    for _k in (1, 2):
+        assert np.allclose(f(data[:_k].copy()), _twice(data[:_k])), "f is wrong on a prefix"
+    assert len(_got) == len(data), "one value per input"''')
+
+
+def _nb(*student_cells: str, test: str = TEST, setup: str = SETUP) -> nbformat.NotebookNode:
+    locked = nbformat.v4.new_code_cell(setup)
+    locked.metadata["nbgrader"] = {"locked": True, "grade": False, "solution": False, "grade_id": "setup"}
+    sol = nbformat.v4.new_code_cell(SOLUTION)
+    sol.metadata["nbgrader"] = {"solution": True, "grade": False, "grade_id": "q1"}
+    cells = [locked, sol]
+    for source in student_cells:
+        cells.append(nbformat.v4.new_code_cell(source))
+    t = nbformat.v4.new_code_cell(test)
+    t.metadata["nbgrader"] = {"grade": True, "solution": False, "points": 1, "grade_id": "t1"}
+    return nbformat.v4.new_notebook(cells=[*cells, t])
+
+
+def _refs(nb) -> list[str]:
+    found = references.notebook_sites(nb, integrity.binding_checks(nb)["bind"])
+    return [e[3].literal for i in sorted(found) for e in found[i][0]]
+
+
+def test_clean_references_are_found_with_what_they_read():
+    assert _refs(_nb()) == ["_twice(data)", "data", "_twice(data[:_k])", "len(data)"]
+
+
+@pytest.mark.parametrize("student, left", [
+    ("data.sort()", []),                                   # a student's cell may change what it mentions
+    ("x = data[:3]", []),
+    ("def g():\n    global data\n    data = data * 2", []),
+    ("def g(data):\n    return data * 2", ["_twice(data)", "data", "_twice(data[:_k])", "len(data)"]),  # a parameter
+    ("np.random.seed(0)\nprint(len(range(3)))", ["_twice(data)", "data", "_twice(data[:_k])", "len(data)"]),
+    ("_twice = lambda v: v", []),                          # the author's function, rebound
+])
+def test_what_a_students_cell_mentions_is_not_clean(student, left):
+    assert _refs(_nb(student)) == left
+
+
+@pytest.mark.parametrize("test, refs", [
+    # handed to the student's function (it may change it): every later reference that reads it is out
+    ("_got = f(data)\nnp.testing.assert_allclose(_got, _twice(data))", []),
+    # a view shares the object: handing the view hands the data
+    ("_v = data[:3]\n_got = f(_v)\nnp.testing.assert_allclose(_got, _twice(data[:3]))", []),
+    # a copy shares nothing
+    ("_v = data[:3].copy()\n_got = f(_v)\nnp.testing.assert_allclose(_got, _twice(data[:3]))", ["_twice(data[:3])"]),
+    # stored into by a method that is handed the student's value
+    ("_xs = [1.0]\n_xs.append(f(1))\nassert _xs == [1.0, 2.0]", []),
+    # a file read after the student's cells, the student's variant, globals(): never clean
+    ("assert np.allclose(f(1), np.load('ref.npy'))", []),
+    ("from mlbd import variant\nassert np.allclose(f(1), variant.rng('a').random())", []),
+    ("assert f(1) == globals()['data'][1]", []),
+    # both sides the student's, or both the author's: not a reference check
+    ("assert f(1) == f(1.0)", []),
+    ("assert _twice(1) == 2 * data[1]", []),
+])
+def test_references_and_what_taints_them(test, refs):
+    assert _refs(_nb(test=test)) == refs
+
+
+def _kernel(f):
+    ns = {"get_ipython": lambda: types.SimpleNamespace(execution_count=3), "np": np, "f": f,
+          "data": np.arange(6.0), "_twice": lambda v: 2 * np.asarray(v)}
+    exec(literals.recorder_source("t", "_t_chk"), ns)
+    return ns
+
+
+def _expected(nb) -> dict:
+    """What the instructor's run records, computed in-process from the solution."""
+    rec, where = references.recording_notebook(nb)
+    ns = _kernel(lambda v: 2 * np.asarray(v))
+    exec(rec.cells[0].source.replace("reference", "t").replace(references.RECORDER, "_t_chk"), ns)
+    test = rec.cells[-1]
+    exec(test.metadata[MARK]["kernel_source"].replace(references.RECORDER, "_t_chk"), ns)
+    text = ns["_t_chk"].take(everything=True)
+    test.metadata[MARK]["records"] = repr(text)
+    return references.agreed(references.recorded(rec, where), references.recorded(rec, where))
+
+
+def _graded(f, swallow=False):
+    nb = _nb()
+    expected = _expected(nb)
+    kernel, sites = literals.rewrite(TEST, "_t_chk", integrity.binding_checks(nb)["bind"], 0, frozenset(),
+                                     [e for e in references.notebook_sites(nb, integrity.binding_checks(nb)["bind"])[2][0]
+                                      if (e[3].__setattr__("expected", expected["t1"][references.position(e)]) or True)])
+    ns = _kernel(f)
+    code = kernel
+    if swallow:
+        code = "try:\n" + textwrap.indent(code, "    ") + "\nexcept BaseException:\n    pass\n"
+    try:
+        exec(code, ns)
+        ran = True
+    except Exception:  # noqa: BLE001
+        ran = False
+    return kernel, literals.judge(sites, literals.parse_records(repr(ns["_t_chk"].take())), ran)
+
+
+def test_the_kernel_runs_the_check_without_the_reference_and_the_grader_judges_it():
+    kernel, verdict = _graded(lambda v: 2 * np.asarray(v))
+    assert verdict.failed is None
+    assert "assert_allclose" not in kernel and "np.allclose" not in kernel and "array_equal" not in kernel
+    assert kernel.count("\n") == TEST.count("\n")
+
+
+@pytest.mark.parametrize("f", [
+    lambda v: 3 * np.asarray(v),                          # wrong everywhere
+    lambda v: np.asarray(v) + np.asarray(v)[:1],          # right on the first value only
+    lambda v: (v.__setitem__(slice(None), 0) if isinstance(v, np.ndarray) else None) or 2 * np.asarray(v),  # changes its input
+])
+def test_a_wrong_answer_fails_even_when_the_kernel_swallows_every_failure(f):
+    _kernel_source, verdict = _graded(f, swallow=True)
+    assert verdict.failed is not None
+
+
+def test_a_reference_checked_fewer_or_more_times_than_in_the_instructors_run_fails():
+    site = literals.Site(0, "compare", "", False, expr="__v__ == __e__", reference=True, expected=repr([("i", "2"), ("i", "4")]))
+    assert literals.judge([site], [(1, 0, 2), (1, 0, 4)], True).failed is None
+    assert literals.judge([site], [(1, 0, 2)], True).why == "the check did not run"
+    assert literals.judge([site], [(1, 0, 2), (1, 0, 4), (1, 0, 4)], True).failed is site
+    assert literals.judge([site], [(1, 0, 2), (1, 0, 5)], True).failed is site
+    broken = literals.Site(0, "compare", "", False, expr="__v__ == __e__", reference=True, expected="[oops")
+    assert literals.judge([broken], [(1, 0, 2)], True).failed is broken
+
+
+def test_values_the_two_runs_disagree_on_or_could_not_carry_are_not_used():
+    a = {("t1", "1:0:x"): [("i", "1")], ("t1", "2:0:y"): [("f", "0x1p-1")], ("t1", "3:0:z"): [("i", "3")]}
+    b = {("t1", "1:0:x"): [("i", "1")], ("t1", "2:0:y"): [("f", "0x1p-2")]}
+    assert references.agreed(a, b) == {"t1": {"1:0:x": repr([("i", "1")])}}
+    assert not references._carried(("l", [("i", "1"), ("?", "DataFrame")]))
+    assert references._carried(("a", "<f8", [2], [("f", "0x1p-1"), ("f", "0x1p+0")]))
+
+
+def test_the_perturbed_run_reseeds_before_every_students_cell_only():
+    nb = _nb("x = 1")
+    plain, _ = references.recording_notebook(nb)
+    perturbed, _ = references.recording_notebook(nb, perturb=5)
+    assert len(perturbed.cells) == len(plain.cells) + 2        # the solution cell and the free cell
+    assert all("_mlbd_reseed" in c.source for c in perturbed.cells if c.source not in {x.source for x in plain.cells})
+
+
+def test_add_checks_judges_references_in_test_and_canary_alike():
+    nb = _nb()
+    expected = {"t1": {k: v for k, v in _expected(nb)["t1"].items()}}
+    integrity.add_checks(nb, 3, True, expected)
+    test = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "t1")
+    canary = next(c for c in nb.cells if c.metadata.get(MARK, {}).get("canary"))
+    sites = literals.sites_from(test.metadata[MARK]["sites"])
+    assert sum(s.reference for s in sites) == 4 and all(s.expected for s in sites if s.reference)
+    for cell in (test, canary):
+        assert "_twice(data))" not in cell.metadata[MARK]["kernel_source"]
+    # without the instructor's values the checks stay in the kernel, as written
+    plain = _nb()
+    integrity.add_checks(plain, 3, True, None)
+    test = next(c for c in plain.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "t1")
+    assert "np.testing.assert_allclose(_got, _twice(data)" in test.metadata[MARK].get("kernel_source", test.source)

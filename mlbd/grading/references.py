@@ -1,0 +1,634 @@
+"""Checks against a reference the test computes from the author's own data, judged by the trusted side.
+
+A hidden test often compares the student's value with one it computes itself::
+
+    np.testing.assert_allclose(batch_gd(Xc, yc, 0.05, 1, t0c), _ref_batch_gd(X, y, 0.05, 1, t0), rtol=1e-6)
+
+When the reference side depends only on the author's code and data, its value is the same in every
+honest run of the notebook, so the grader takes it from the instructor's own run of the source
+notebook (``reference_job``: run twice, the second time with another student's variant and every
+global random generator reseeded before each cell a student writes; a value the two runs disagree
+on is not used) and judges the check itself on the value the student's kernel recorded, exactly as
+for literals (``literals``): the test cell reaches the kernel as ``_chk(K, batch_gd(...))``, the
+expected value never enters it, and a kernel that swallows failures gains nothing.
+
+**Clean** (``Flow``) is decided statically, conservatively: a name is clean when only the author's
+cells (locked and test cells, restored from the gradebook) bound it from clean values and no cell
+a student writes mentions it (a student's cell may change what it mentions: ``df.dropna(inplace=
+True)``); a call whose function or any argument is not clean makes every name handed to it unclean
+(the student's function may change it), as does storing an unclean value into it; an assignment
+that may share an object (anything but a copy, arithmetic or a constructor of new arrays) ties the
+two names, so that changing one taints both. Reading files after the first cell a student writes,
+the student's variant (``mlbd.variant``), ``globals()``, ``eval`` and the like are never clean. A
+check is judged this way when exactly one side is unclean (the student's value) and one is clean and
+not a literal (the reference); the rest stay in the kernel, as before.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import copy
+import random
+import re
+from dataclasses import dataclass, field
+
+import nbformat
+
+from . import literals
+from .protocol import MARK, grader_error
+from .literals import _EXPECTED as EXPECTED
+from .literals import _OPS, _ORDER, _VALUE, Site
+
+_IMPURE_BUILTINS = {"open", "input", "globals", "locals", "vars", "eval", "exec", "compile", "__import__",
+                    "breakpoint", "id", "hash", "setattr", "delattr"}
+_IMPURE_MODULES = ("os", "sys", "io", "pathlib", "glob", "shutil", "pickle", "joblib", "subprocess", "socket",
+                   "time", "datetime", "urllib", "requests", "tempfile", "mlbd.variant")
+_READS = re.compile(r"read_\w*|load|loadtxt|genfromtxt|fromfile|load_model|load_weights|read_text|read_bytes|open")
+# calls whose result is a new object sharing nothing with their arguments
+_COPIES = {"copy", "deepcopy", "array", "zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like",
+           "full_like", "arange", "linspace", "eye", "default_rng", "len", "sum", "float", "int", "str", "bool",
+           "round", "abs", "min", "max", "mean", "std", "var", "median", "norm", "dot", "exp", "log", "sqrt", "allclose",
+           "isclose", "array_equal", "equals", "astype", "tolist", "list", "tuple", "dict", "set", "sorted",
+           "normal", "uniform", "integers", "random", "standard_normal", "permutation", "rand", "randn", "randint",
+           "binomial", "poisson", "exponential", "predict", "predict_proba", "decision_function", "transform",
+           "fit_transform", "score"}
+_BUILTINS = set(vars(builtins))
+
+
+def _transformed(source: str) -> ast.Module | None:
+    """A cell's statements, IPython's magics turned into Python first; None when it does not parse."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+        source = TransformerManager().transform_cell(source)
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _final(func: ast.expr) -> str:
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
+def _names(node: ast.AST, ctx=ast.Load) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)}
+
+
+def _local_names(node: ast.AST) -> set[str]:
+    """Names an expression binds for itself: comprehension targets, lambda parameters."""
+    out = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.comprehension):
+            out |= _names(n.target, ast.Store)
+        elif isinstance(n, ast.Lambda):
+            out |= {a.arg for a in ast.walk(n.args) if isinstance(a, ast.arg)}
+    return out
+
+
+def _free(fn: ast.AST) -> set[str]:
+    """The global names a function (or class) body reads."""
+    params = {a.arg for a in ast.walk(fn.args) if isinstance(a, ast.arg)} if hasattr(fn, "args") else set()
+    body = ast.Module(body=list(fn.body), type_ignores=[])
+    stored = _names(body, ast.Store) | {n.name for n in ast.walk(body)
+                                         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    return _names(body) - params - stored
+
+
+def _calls(node: ast.AST):
+    """The calls a statement makes itself (not those inside the functions it defines)."""
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, ast.Call):
+            yield n
+        if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) or n is node:
+            todo.extend(ast.iter_child_nodes(n))
+
+
+@dataclass
+class Flow:
+    """Which names hold values only the author's code determines, cell by cell, statement by statement."""
+    bind: dict                                    # the notebook's trusted imports (integrity.binding_checks)
+    state: dict[str, bool] = field(default_factory=dict)     # name -> clean
+    funcs: dict[str, set[str]] = field(default_factory=dict)  # author function -> free names
+    imports: dict[str, str] = field(default_factory=dict)     # name -> dotted module path (author imports)
+    alias: dict[str, set[str]] = field(default_factory=dict)
+    students: set[str] = field(default_factory=set)            # names a student's cell binds (maybe functions)
+    after_student: bool = False
+
+    # -- names and expressions ------------------------------------------------------------
+    def clean_name(self, name: str, seen: frozenset = frozenset()) -> bool:
+        if name in seen:
+            return True
+        if name in self.state:
+            if not self.state[name]:
+                return False
+            return all(self.clean_name(f, seen | {name}) for f in self.funcs.get(name, ()))
+        if name in self.bind:
+            return True
+        return name in _BUILTINS and name not in _IMPURE_BUILTINS
+
+    def _path(self, func: ast.expr) -> str:
+        parts = []
+        while isinstance(func, ast.Attribute):
+            parts.append(func.attr)
+            func = func.value
+        if not isinstance(func, ast.Name):
+            return ""
+        head = self.imports.get(func.id)
+        if head is None and self.bind.get(func.id):
+            module, attr = self.bind[func.id]
+            head = module if attr is None else f"{module}.{attr}"
+        return ".".join([head or func.id, *reversed(parts)])
+
+    def impure(self, func: ast.expr) -> bool:
+        if isinstance(func, ast.Name) and func.id in _IMPURE_BUILTINS and func.id not in self.state:
+            return True
+        path = self._path(func)
+        if any(path == m or path.startswith(m + ".") for m in _IMPURE_MODULES):
+            return True
+        return self.after_student and bool(_READS.fullmatch(_final(func)))
+
+    def clean(self, node: ast.AST) -> bool:
+        local = _local_names(node)
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in local and not self.clean_name(n.id):
+                return False
+            if isinstance(n, ast.Call) and self.impure(n.func):
+                return False
+        return True
+
+    # -- effects ----------------------------------------------------------------------------
+    def taint(self, names) -> None:
+        todo = [n for n in names if not self._fixed(n)]
+        while todo:
+            name = todo.pop()
+            was = self.state.get(name)
+            self.state[name] = False
+            if was is not False:
+                todo.extend(self.alias.get(name, ()))
+
+    def _module(self, name: str) -> bool:
+        target = self.bind.get(name)
+        return (bool(target) or name in self.imports) and name not in self.state
+
+    def _fixed(self, name: str) -> bool:
+        """A module, an imported or built-in function or one the author defines: only rebinding it changes it."""
+        return self._module(name) or (name in _BUILTINS and name not in self.state) or \
+            (name in self.funcs and self.state.get(name) is True)
+
+    def _tie(self, name: str, value: ast.expr | None) -> None:
+        if value is None or _fresh(value):
+            return
+        for other in _names(value) - _local_names(value):
+            if other != name and not self._module(other) and other not in self.funcs:
+                self.alias.setdefault(name, set()).add(other)
+                self.alias.setdefault(other, set()).add(name)
+
+    def assign(self, target: ast.expr, value: ast.expr | None, clean: bool, whole: bool = False) -> None:
+        """``target = value``; ``whole``: each part of the target may take any part of the value (a loop)."""
+        if isinstance(target, ast.Name):
+            self.state[target.id] = clean
+            self._tie(target.id, value)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            parts = value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts) \
+                and not any(isinstance(e, ast.Starred) for e in value.elts) and not whole else None
+            for k, t in enumerate(target.elts):
+                part = parts[k] if parts else value
+                self.assign(t, part, clean and (parts is None or self.clean(part)), whole)
+        elif isinstance(target, ast.Starred):
+            self.assign(target.value, value, clean, whole)
+        else:       # x[i] = v, x.a = v: x now holds v
+            base = _base(target)
+            if base:
+                if not clean or not self.clean(target):
+                    self.taint([base])
+                else:
+                    self._tie(base, value)
+
+    def effects(self, stmt: ast.stmt) -> None:
+        """What running ``stmt``'s calls may change: what is handed to a function that is not clean
+        (or to one that is, along with a function that is not), and the object whose method is
+        handed a value that is not clean (``xs.append(v)``)."""
+        for call in _calls(stmt):
+            handed = [*call.args, *(k.value for k in call.keywords)]
+            dirty = [a for a in handed if not self.clean(a)]
+            base = _base(call.func) if isinstance(call.func, ast.Attribute) else None
+            if not self.clean(call.func) or any(self._callable(a) for a in dirty):
+                self.taint(set().union(*(_names(a) - _local_names(a) for a in handed if not _fresh(a)))
+                           | ({base} if base else set()))
+            elif dirty and base:
+                self.taint({base})
+
+    def _callable(self, node: ast.expr) -> bool:
+        """Whether a value that is not clean may be a function of the student's."""
+        return isinstance(node, (ast.Attribute, ast.Lambda)) or (isinstance(node, ast.Name) and node.id in self.students)
+
+    def statement(self, stmt: ast.stmt, checks: frozenset = frozenset(), found=None) -> None:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            self.funcs[stmt.name] = _free(stmt)
+            self.state[stmt.name] = all(self.clean(d) for d in stmt.decorator_list) and \
+                all(self.clean(b) for b in getattr(stmt, "bases", []))
+            return
+        if isinstance(stmt, ast.Import):
+            for a in stmt.names:
+                name = a.asname or a.name.split(".")[0]
+                self.imports[name] = a.name if a.asname else a.name.split(".")[0]
+                self.state.pop(name, None)
+            return
+        if isinstance(stmt, ast.ImportFrom):
+            for a in stmt.names:
+                if a.name != "*":
+                    name = a.asname or a.name
+                    self.imports[name] = f"{stmt.module}.{a.name}" if stmt.module and not stmt.level else name
+                    self.state.pop(name, None)
+            return
+        if isinstance(stmt, (ast.For, ast.AsyncFor)):
+            self.effects(ast.Expr(stmt.iter))
+            for n in range(3):      # what one pass taints reaches the next
+                self.assign(stmt.target, stmt.iter, self.clean(stmt.iter), whole=True)
+                self.block(stmt.body, checks if n == 2 else frozenset(), found)
+            self.block(stmt.orelse)
+            return
+        if isinstance(stmt, ast.While):
+            for _ in range(2):
+                self.effects(ast.Expr(stmt.test))
+                self.block(stmt.body)
+            self.block(stmt.orelse)
+            return
+        if isinstance(stmt, ast.If):
+            self.effects(ast.Expr(stmt.test))
+            self.block(stmt.body)
+            self.block(stmt.orelse)
+            return
+        if isinstance(stmt, (ast.With, ast.AsyncWith)):
+            for item in stmt.items:
+                self.effects(ast.Expr(item.context_expr))
+                if item.optional_vars is not None:
+                    self.assign(item.optional_vars, item.context_expr, self.clean(item.context_expr))
+            self.block(stmt.body)
+            return
+        if isinstance(stmt, ast.Try) or type(stmt).__name__ == "TryStar":
+            self.block(stmt.body)
+            for h in stmt.handlers:
+                if h.name:
+                    self.state[h.name] = False
+                self.block(h.body)
+            self.block(stmt.orelse)
+            self.block(stmt.finalbody)
+            return
+        self.effects(stmt)
+        if found is not None and id(stmt) in checks:
+            found(stmt)
+        if isinstance(stmt, ast.Assign):
+            ok = self.clean(stmt.value)
+            for t in stmt.targets:
+                self.assign(t, stmt.value, ok)
+        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            self.assign(stmt.target, stmt.value, self.clean(stmt.value))
+        elif isinstance(stmt, ast.AugAssign):
+            ok = self.clean(stmt.value) and self.clean(stmt.target) if not isinstance(stmt.target, ast.Name) \
+                else self.clean(stmt.value) and self.clean_name(stmt.target.id)
+            self.assign(stmt.target, stmt.value, ok)
+        elif isinstance(stmt, ast.Delete):
+            for t in stmt.targets:
+                self.taint(_names(t, ast.Del) | ({_base(t)} if _base(t) else set()))
+
+    def block(self, body, checks: frozenset = frozenset(), found=None) -> None:
+        for stmt in body:
+            self.statement(stmt, checks, found)
+
+    def student_cell(self, source: str) -> None:
+        """Whatever a cell the student writes mentions may change (the trusted imports aside)."""
+        self.after_student = True
+        tree = _transformed(source)
+        if tree is None:
+            names = set(re.findall(r"[A-Za-z_]\w*", source))
+        else:
+            stores, loads = _global_mentions(tree.body)
+            # what it reads may be changed in place, but a module or a built-in only by rebinding it
+            names = stores | {n for n in loads if not self._fixed(n)}
+        for name in names:      # rebound: no longer the author's
+            self.state[name] = False
+        self.taint(names)
+        self.students |= names
+
+
+def _global_mentions(body: list[ast.stmt], local: frozenset = frozenset()) -> tuple[set[str], set[str]]:
+    """The global names a block binds and reads (inside the functions it defines: those not local to them)."""
+    stores, loads = set(), set()
+    todo = list(body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            if not isinstance(node, ast.Lambda):
+                (loads if node.name in local else stores).add(node.name)
+                todo.extend(node.decorator_list)
+            args = node.args
+            todo.extend(args.defaults + [d for d in args.kw_defaults if d is not None])
+            inner = node.body if isinstance(node.body, list) else [ast.Expr(node.body)]
+            declared = {n for s in ast.walk(ast.Module(body=inner, type_ignores=[]))
+                        if isinstance(s, (ast.Global,)) for n in s.names}
+            mine = ({a.arg for a in ast.walk(args) if isinstance(a, ast.arg)}
+                    | _names(ast.Module(body=inner, type_ignores=[]), ast.Store)) - declared
+            s2, l2 = _global_mentions(inner, frozenset(mine))
+            stores |= s2
+            loads |= l2
+            continue
+        if isinstance(node, ast.ClassDef):
+            stores.add(node.name)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                if a.name != "*":
+                    stores.add(a.asname or a.name.split(".")[0])
+        if isinstance(node, ast.Name) and node.id not in local:
+            (loads if isinstance(node.ctx, ast.Load) else stores).add(node.id)
+        todo.extend(ast.iter_child_nodes(node))
+    return stores, loads
+
+
+def _base(node: ast.expr) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _fresh(value: ast.expr) -> bool:
+    """A value that shares no object with the names it reads."""
+    if isinstance(value, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.JoinedStr)):
+        return True
+    return isinstance(value, ast.Call) and _final(value.func) in _COPIES
+
+
+# ------------------------------------------------------------------------------------------------
+# Sites
+# ------------------------------------------------------------------------------------------------
+
+def _cell_sites(source: str, flow: Flow) -> list[tuple[ast.AST, ast.expr, ast.expr, Site]]:
+    """The test cell's checks of an unclean value against a clean reference (``literals.sites_of``'s
+    shape: replaced node, reference node, value node, Site), running ``flow`` through the cell."""
+    tree = _transformed(source)
+    if tree is None:
+        return []
+    checks = frozenset(id(s) for s in literals._checks(tree.body))
+    out: list = []
+    lit = lambda n: literals.literal_value(n) is not None      # noqa: E731
+
+    def message_of(stmt, call=None) -> str | None:
+        node = stmt.msg if isinstance(stmt, ast.Assert) else None
+        if call is not None and not isinstance(stmt, ast.Assert):
+            node = next((k.value for k in call.keywords if k.arg in ("err_msg", "msg")), None)
+        return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+    def add(stmt, replaced, ref, val, site):
+        site.message, site.line, site.reference = message_of(stmt, replaced if isinstance(replaced, ast.Call) else None), \
+            stmt.lineno, True
+        site.literal = ast.get_source_segment(source, ref) or ""
+        out.append((replaced, ref, val, site))
+
+    def condition(stmt, test):
+        if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+            for v in test.values:
+                condition(stmt, v)
+        elif isinstance(test, ast.Compare) and all(type(op) in _ORDER for op in test.ops):
+            operands = [test.left, *test.comparators]
+            dirty = [o for o in operands if not lit(o) and not flow.clean(o)]
+            refs = [o for o in operands if not lit(o) and flow.clean(o)]
+            if len(dirty) != 1 or len(refs) != 1:
+                return
+            val, ref = dirty[0], refs[0]
+            if any(isinstance(op, (ast.In, ast.NotIn)) and o is val for op, o in zip(test.ops, test.comparators)):
+                return
+            spell = lambda o: _VALUE if o is val else EXPECTED if o is ref else ast.get_source_segment(source, o)  # noqa: E731
+            expr = spell(operands[0]) + "".join(f" {_OPS[type(op)]} {spell(o)}" for op, o in zip(test.ops, test.comparators))
+            add(stmt, test, ref, val, Site(0, "compare", "", operands.index(ref) < operands.index(val), expr=expr))
+        elif isinstance(test, ast.Call):
+            call(stmt, test, "call")
+
+    def call(stmt, node, kind):
+        where = literals.resolve(node.func, flow.bind)
+        if where is None or (kind == "call") == (where[0] == "numpy.testing"):
+            return
+        keywords = literals.call_keywords(node)
+        if keywords is None:
+            return
+        a, b = node.args
+        if lit(a) or lit(b) or flow.clean(a) == flow.clean(b):
+            return
+        first = flow.clean(a)
+        ref, val = (a, b) if first else (b, a)
+        add(stmt, node, ref, val, Site(0, kind, "", first, where[0], where[1], keywords))
+
+    def found(stmt):
+        if isinstance(stmt, ast.Assert):
+            condition(stmt, stmt.test)
+        elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+            call(stmt, stmt.value, "statement")
+
+    flow.block(tree.body, checks, found)
+    for k, entry in enumerate(out):
+        entry[3].key = k
+    return out
+
+
+def _is_test(cell) -> bool:
+    md = cell.metadata.get("nbgrader", {})
+    return cell.cell_type == "code" and bool(md.get("grade")) and not md.get("solution")
+
+
+def notebook_sites(nb: nbformat.NotebookNode, bind: dict) -> dict[int, tuple[list, Flow]]:
+    """Cell index → its reference sites (``_cell_sites``) and the flow as the cell starts (for its
+    canary), for every test cell that has any."""
+    from .integrity import _trusted_code
+    flow, out = Flow(bind), {}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if not _trusted_code(cell):
+            flow.student_cell(cell.source)
+        elif _is_test(cell):
+            before = copy.deepcopy(flow)
+            sites = _cell_sites(cell.source, flow)
+            if sites:
+                out[i] = (sites, before)
+        else:
+            tree = _transformed(cell.source)
+            if tree is None:
+                flow.student_cell(cell.source)
+            else:
+                flow.block(tree.body)
+    return out
+
+
+def position(entry) -> str:
+    """Where a site is in its cell, and what its reference reads: how the instructor's run and a
+    submission's name the same check."""
+    replaced, _ref, _val, site = entry
+    return f"{replaced.lineno}:{replaced.col_offset}:{site.literal}"
+
+
+def canary_sites(source: str, before: Flow, literals_of: set[str]) -> list:
+    """A canary's checks against the same references as its test's (so that both reach the kernel
+    alike); never judged."""
+    return [e for e in _cell_sites(source, copy.deepcopy(before)) if e[3].literal in literals_of]
+
+
+# ------------------------------------------------------------------------------------------------
+# The instructor's run
+# ------------------------------------------------------------------------------------------------
+
+FORMAT = 1
+RECORDER = "_mlbd_reference_chk"
+MAX_EXPECTED = 200_000          # characters of one reference's values kept (more: left in the kernel)
+RESEED = """def _mlbd_reseed(seed):
+    import random, sys
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed % 2**32)
+    if "tensorflow" in sys.modules:
+        sys.modules["tensorflow"].random.set_seed(seed % 2**31)
+_mlbd_reseed({seed}); del _mlbd_reseed"""
+
+
+def recording_notebook(nb: nbformat.NotebookNode, perturb: int | None = None) -> tuple[nbformat.NotebookNode, dict]:
+    """The source notebook as the instructor's run executes it: every test cell's references
+    recorded as they are computed (``RECORDER.v(K, (reference))``; the checks stay as written).
+    ``perturb``: every global random generator reseeded (from this seed) before each cell a student
+    writes. Returns the notebook and key → (grade_id, ``position``)."""
+    from .integrity import _trusted_code
+    bind = _binding(nb)
+    found = notebook_sites(nb, bind)
+    rng, where = random.Random(perturb), {}
+    cells = [nbformat.v4.new_code_cell(literals.recorder_source("reference", RECORDER))]
+    for i, cell in enumerate(nb.cells):
+        if perturb is not None and cell.cell_type == "code" and not _trusted_code(cell):
+            cells.append(nbformat.v4.new_code_cell(RESEED.format(seed=rng.randrange(2**62))))
+        if i in found:
+            cell = copy.deepcopy(cell)
+            raw, starts = cell.source.encode(), literals.line_offsets(cell.source)
+            at = lambda line, col: starts[line - 1] + col          # noqa: E731
+            pieces, pos = [], 0
+            for entry in sorted(found[i][0], key=lambda e: (e[1].lineno, e[1].col_offset)):
+                ref = entry[1]
+                a, b = at(ref.lineno, ref.col_offset), at(ref.end_lineno, ref.end_col_offset)
+                key = len(where)
+                where[key] = (cell.metadata["nbgrader"].get("grade_id"), position(entry))
+                pieces += [raw[pos:a], f"{RECORDER}.v({key}, ({raw[a:b].decode()}))".encode()]
+                pos = b
+            pieces.append(raw[pos:])
+            cell.metadata[MARK] = {"kernel_source": b"".join(pieces).decode(), "take": literals.take_expression(RECORDER)}
+        cells.append(cell)
+    out = copy.deepcopy(nb)
+    out.cells = cells
+    return out, where
+
+
+def _binding(nb) -> dict:
+    from .integrity import binding_checks
+    return binding_checks(nb)["bind"]
+
+
+def _encoded(text) -> list | None:
+    """The recorder's records as it encoded them: [(execution count, key, encoded value)]."""
+    if not isinstance(text, str) or len(text) > literals.MAX_RECORDS_TEXT:
+        return None
+    try:
+        inner = ast.literal_eval(text)
+        raw = ast.literal_eval(inner) if isinstance(inner, str) else None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return raw if isinstance(raw, list) else None
+
+
+def _carried(e) -> bool:
+    """A value the recorder carried whole (nothing it could not encode) and the grader can read."""
+    try:
+        literals.decode(e)
+    except Exception:  # noqa: BLE001
+        return False
+    todo = [e]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, tuple) and x and x[0] == "?":
+            return False
+        if isinstance(x, (tuple, list)):
+            todo.extend(x)
+    return True
+
+
+def recorded(executed: nbformat.NotebookNode, where: dict) -> dict[tuple[str, str], list]:
+    """(grade_id, position) → the encoded values a reference took, in order, from an executed
+    ``recording_notebook``; only test cells that passed, only values carried whole."""
+    out: dict = {}
+    for cell in executed.cells:
+        meta = cell.metadata.get(MARK)
+        if not isinstance(meta, dict) or "take" not in meta:
+            continue
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])) or grader_error(cell):
+            continue
+        for item in _encoded(meta.get("records")) or []:
+            if isinstance(item, tuple) and len(item) == 3 and item[1] in where:
+                out.setdefault(where[item[1]], []).append(item[2])
+    return {k: v for k, v in out.items() if all(map(_carried, v))}
+
+
+def agreed(first: dict, second: dict) -> dict[str, dict[str, str]]:
+    """grade_id → position → expected values (``Site.expected``), for references that took the
+    same values in both runs."""
+    out: dict = {}
+    for (gid, pos), values in first.items():
+        if second.get((gid, pos)) == values:
+            text = repr(values)
+            if len(text) <= MAX_EXPECTED:
+                out.setdefault(gid, {})[pos] = text
+    return out
+
+
+def digest(notebooks: dict[str, bytes], files: dict[str, bytes]) -> str:
+    """What the instructor's values depend on: the source notebooks, the files they read, this format."""
+    import hashlib
+    import sys
+    h = hashlib.sha256(f"{FORMAT}\0{sys.version}\0".encode())
+    for kind, items in (("nb", notebooks), ("file", files)):
+        for name, data in sorted(items.items()):
+            h.update(f"{kind}\0{name}\0{len(data)}\0".encode())
+            h.update(data)
+    return h.hexdigest()
+
+
+@dataclass
+class InstructorRun:
+    """The two runs of the instructor's notebooks that give the references' values: ``jobs()`` to
+    execute (in the sandbox, as a submission's notebooks), ``expected(outcomes)`` from what they gave."""
+    assignment: str
+    notebooks: dict[str, bytes]        # name → the source notebook (with solutions)
+    where: dict = field(default_factory=dict)
+
+    def has_references(self) -> bool:
+        """Whether any test cell of the notebooks has a check against a clean reference."""
+        for data in self.notebooks.values():
+            nb = nbformat.reads(data.decode(), as_version=4)
+            if notebook_sites(nb, _binding(nb)):
+                return True
+        return False
+
+    def notebooks_to_run(self, perturb: int | None) -> list[tuple[str, str, str]]:
+        out = []
+        for name, data in sorted(self.notebooks.items(), key=lambda kv: f"{kv[0]}.ipynb"):
+            nb = nbformat.reads(data.decode(), as_version=4)
+            recording, where = recording_notebook(nb, perturb)
+            self.where[name] = where
+            out.append((name, nbformat.writes(recording), nb.metadata.get("kernelspec", {}).get("name", "python3")))
+        return out
+
+    def expected(self, first: dict[str, str | None], second: dict[str, str | None]) -> dict[str, dict]:
+        """notebook → grade_id → position → values, from the two runs' executed notebooks (JSON)."""
+        out = {}
+        for name, where in self.where.items():
+            a, b = first.get(name), second.get(name)
+            if a and b:
+                out[name] = agreed(recorded(nbformat.reads(a, as_version=4), where),
+                                   recorded(nbformat.reads(b, as_version=4), where))
+        return out
