@@ -1,7 +1,8 @@
 """`mlbd grade` judges a hidden test's comparison with a reference it computes from the author's
 data (``mlbd.grading.references``): the values come from two sandboxed runs of the instructor's
-notebook, the kernel never sees them, and a kernel that swallows every failure (while letting the
-canaries fail, so nothing is flagged) gains nothing on such a check."""
+notebook, the kernel never sees or computes them, and neither a kernel that swallows every failure
+(while letting the canaries fail, so nothing is flagged) nor one that hands the grader a reference
+it finds in the namespace gains anything on such a check."""
 from __future__ import annotations
 
 import json
@@ -37,7 +38,8 @@ _x = data.copy()
 _got = double(_x)
 assert _got is not None, "double must return something"
 ### BEGIN HIDDEN TESTS
-np.testing.assert_allclose(_got, _twice(data), err_msg="HIDDEN_REF: double is wrong")
+_want = _twice(data)
+np.testing.assert_allclose(_got, _want, err_msg="HIDDEN_REF: double is wrong")
 assert np.array_equal(_x, data), "double must not change its input"
 ### END HIDDEN TESTS
 %% solution q2
@@ -51,6 +53,28 @@ assert abs(total(data) - 3.5) < 1e-9, "total is wrong"
 RIGHT = {"q1": "def double(v):\n    return np.asarray(v) * 2.0", "q2": "def total(v):\n    return float(sum(v))"}
 BLANK = {"q1": "def double(v):\n    raise NotImplementedError()", "q2": "def total(v):\n    return 3.5"}
 WRONG = {"q1": "def double(v):\n    v *= 2\n    return v", "q2": RIGHT["q2"]}     # right values, changes its input
+# Replaces the grader's recorder (any global named *_chk) by one that hands over, instead of the
+# student's result (_got, as the test cell it can read in the kernel names it), an array of the same
+# shape the test cell has computed too and named as a reference (want, ref, expect): the reference a
+# judged test would otherwise compute in the kernel. The test
+# cell never computes it there: the statements that did were pruned (mlbd.grading.prune).
+_THIEF = r'''
+import numpy as _np
+def _steal(orig):
+    def chk(key, value):
+        if not any(v is value for n, v in list(globals().items()) if "got" in n):
+            return orig(key, value)       # only the student's result (the test calls it _got)
+        for name, v in list(globals().items()):
+            if any(s in name for s in ("want", "ref", "expect")) and isinstance(v, _np.ndarray) \
+                    and v.shape == _np.shape(value):
+                return orig(key, v)
+        return orig(key, value)
+    chk.take, chk.v = orig.take, orig.v
+    return chk
+for _k in [k for k in globals() if k.endswith("_chk") and callable(globals()[k])]:
+    globals()[_k] = _steal(globals()[_k])
+'''
+THIEF_ANSWER = {"q1": "def double(v):\n    return np.asarray(v) + 0.0", "q2": RIGHT["q2"]}
 
 
 def _answered(course: Path, answers: dict, hook: str | None = None):
@@ -75,7 +99,8 @@ def graded(tmp_path_factory):
     nbformat.write(authoring.to_notebook(authoring.parse(SOURCE)), str(course / "source" / w.ASSIGNMENT / "rf.ipynb"))
     nbgrader(course, "generate_assignment", w.ASSIGNMENT, "--force")
     for student, answers, hook in (("right", RIGHT, None), ("hooked_blank", BLANK, _CANARY_AWARE),
-                                   ("hooked_wrong", WRONG, _CANARY_AWARE), ("plain_blank", BLANK, None)):
+                                   ("hooked_wrong", WRONG, _CANARY_AWARE), ("plain_blank", BLANK, None),
+                                   ("reference_thief", THIEF_ANSWER, _THIEF)):
         w.submit(course, student, _answered(course, answers, hook), name="rf")
     proc = subprocess.run([sys.executable, "-m", "mlbd.cli", "grade", w.ASSIGNMENT, "--course-dir", str(course),
                            "--jobs", "2"], env=tool_env(), capture_output=True, text=True, timeout=600)
@@ -86,9 +111,11 @@ def graded(tmp_path_factory):
 
 def test_the_instructors_values_are_computed_once_and_kept_from_the_kernel(graded):
     course, scores, out = graded
-    saved = json.loads((course / ".mlbd" / "references" / f"{w.ASSIGNMENT}.json").read_text())
+    path = course / ".mlbd" / "references" / f"{w.ASSIGNMENT}.json"
+    assert path.stat().st_mode & 0o077 == 0        # the hidden tests' expected values: the grader's only
+    saved = json.loads(path.read_text())
     positions = saved["expected"]["rf"]["t1"]
-    assert len(positions) == 2 and any("_twice(data)" in p for p in positions)
+    assert len(positions) == 2 and any(p.endswith(":_want") for p in positions)
     assert "two runs for the tests' reference values" in out
     # the autograded notebook keeps no trace of the instructor's values
     text = (course / "autograded" / "right" / w.ASSIGNMENT / "rf.ipynb").read_text()
@@ -101,7 +128,7 @@ def test_right_answers_score_full_marks(graded):
     assert scores[("right", "t1")] == 2.0 and scores[("right", "t2")] == 2.0
 
 
-@pytest.mark.parametrize("student", ["hooked_blank", "hooked_wrong", "plain_blank"])
+@pytest.mark.parametrize("student", ["hooked_blank", "hooked_wrong", "plain_blank", "reference_thief"])
 def test_a_swallowing_kernel_gains_nothing_on_a_reference_check(graded, student):
     _course, scores, _out = graded
     assert scores[(student, "t1")] == 0.0

@@ -12,7 +12,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from mlbd.grading import integrity, literals, references
+from mlbd.grading import instructor_run, integrity, literals, prune, references
 from mlbd.grading.protocol import MARK
 
 pytestmark = pytest.mark.unit
@@ -72,6 +72,10 @@ def test_what_a_students_cell_mentions_is_not_clean(student, left):
     ("_v = data[:3].copy()\n_got = f(_v)\nnp.testing.assert_allclose(_got, _twice(data[:3]))", ["_twice(data[:3])"]),
     # stored into by a method that is handed the student's value
     ("_xs = [1.0]\n_xs.append(f(1))\nassert _xs == [1.0, 2.0]", []),
+    # a number or a tuple of them cannot be changed in place; a list can
+    ("_n = (3, 4)\n_got = f(_n)\nassert np.allclose(_got, _twice(_n))", ["_twice(_n)"]),
+    ("for _k in (1, 2):\n    assert np.allclose(f(_k), _twice(_k))", ["_twice(_k)"]),
+    ("_l = [3.0]\n_got = f(_l)\nassert np.allclose(_got, _twice(_l))", []),
     # a file read after the student's cells, the student's variant, globals(): never clean
     ("assert np.allclose(f(1), np.load('ref.npy'))", []),
     ("from mlbd import variant\nassert np.allclose(f(1), variant.rng('a').random())", []),
@@ -91,16 +95,28 @@ def _kernel(f):
     return ns
 
 
-def _expected(nb) -> dict:
-    """What the instructor's run records, computed in-process from the solution."""
-    rec, where = references.recording_notebook(nb)
-    ns = _kernel(lambda v: 2 * np.asarray(v))
-    exec(rec.cells[0].source.replace("reference", "t").replace(references.RECORDER, "_t_chk"), ns)
-    test = rec.cells[-1]
-    exec(test.metadata[MARK]["kernel_source"].replace(references.RECORDER, "_t_chk"), ns)
-    text = ns["_t_chk"].take(everything=True)
-    test.metadata[MARK]["records"] = repr(text)
-    return references.agreed(references.recorded(rec, where), references.recorded(rec, where))
+def _run_in_process(nb, f) -> None:
+    """Execute a recording notebook here (kernel sources where a cell has one), leaving each test
+    cell's records where the grader's client leaves them."""
+    ns = {"get_ipython": lambda: types.SimpleNamespace(execution_count=3), "f": f}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        meta = cell.metadata.get(MARK, {})
+        exec(meta.get("kernel_source", cell.source), ns)
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            ns["f"] = f          # the answer this run stands for
+        if "take" in meta:
+            meta["records"] = repr(ns[instructor_run.RECORDER].take(everything=True))
+
+
+def _expected(nb, solution=lambda v: 2 * np.asarray(v)) -> dict:
+    """What the instructor's two runs give, computed in-process from ``solution``."""
+    first, where1, sites = instructor_run.recording_notebook(nb)
+    second, where2, _ = instructor_run.recording_notebook(nb, perturb=1)
+    _run_in_process(first, lambda v: 2 * np.asarray(v))
+    _run_in_process(second, solution)
+    return instructor_run.agreed(instructor_run.recorded(first, where1), instructor_run.recorded(second, where2), sites)
 
 
 def _graded(f, swallow=False):
@@ -148,20 +164,32 @@ def test_a_reference_checked_fewer_or_more_times_than_in_the_instructors_run_fai
     assert literals.judge([broken], [(1, 0, 2)], True).failed is broken
 
 
-def test_values_the_two_runs_disagree_on_or_could_not_carry_are_not_used():
-    a = {("t1", "1:0:x"): [("i", "1")], ("t1", "2:0:y"): [("f", "0x1p-1")], ("t1", "3:0:z"): [("i", "3")]}
-    b = {("t1", "1:0:x"): [("i", "1")], ("t1", "2:0:y"): [("f", "0x1p-2")]}
-    assert references.agreed(a, b) == {"t1": {"1:0:x": repr([("i", "1")])}}
-    assert not references._carried(("l", [("i", "1"), ("?", "DataFrame")]))
-    assert references._carried(("a", "<f8", [2], [("f", "0x1p-1"), ("f", "0x1p+0")]))
+def test_a_reference_is_used_only_where_the_solution_passes_it_in_the_second_run():
+    nb = _nb()
+    assert {len(v) for v in _expected(nb).values()} == {4}
+    # a solution that differs in the second run (another variant, reseeded generators) on one
+    # value: the references it then fails are not used
+    kept = _expected(nb, solution=lambda v: 2 * np.asarray(v) + (np.asarray(v) > 0.5 * 5))
+    assert 0 < len(kept.get("t1", {})) < 4
+
+
+def test_values_the_recorder_could_not_carry_are_not_used():
+    assert not instructor_run._carried(("l", [("i", "1"), ("?", "DataFrame")]))
+    assert instructor_run._carried(("a", "<f8", [2], [("f", "0x1p-1"), ("f", "0x1p+0")]))
+    site = literals.Site(0, "compare", "", False, expr="__v__ == __e__", reference=True)
+    assert instructor_run.agreed({("t1", "p"): [("i", "1")]}, {("t1", "p"): [("i", "1")]}, {("t1", "p"): site}) \
+        == {"t1": {"p": repr([("i", "1")])}}
+    assert instructor_run.agreed({("t1", "p"): [("i", "1")]}, {("t1", "p"): [("i", "2")]}, {("t1", "p"): site}) == {}
+    assert instructor_run.agreed({("t1", "p"): [("i", "1")]}, {("t1", "p"): [("i", "1"), ("i", "1")]},
+                                 {("t1", "p"): site}) == {}
 
 
 def test_the_perturbed_run_reseeds_before_every_students_cell_only():
     nb = _nb("x = 1")
-    plain, _ = references.recording_notebook(nb)
-    perturbed, _ = references.recording_notebook(nb, perturb=5)
+    plain, _, _ = instructor_run.recording_notebook(nb)
+    perturbed, _, _ = instructor_run.recording_notebook(nb, perturb=5)
     assert len(perturbed.cells) == len(plain.cells) + 2        # the solution cell and the free cell
-    assert all("_mlbd_reseed" in c.source for c in perturbed.cells if c.source not in {x.source for x in plain.cells})
+    assert sum("_mlbd_reseed" in c.source for c in perturbed.cells) == 2
 
 
 def test_add_checks_judges_references_in_test_and_canary_alike():
@@ -179,3 +207,16 @@ def test_add_checks_judges_references_in_test_and_canary_alike():
     integrity.add_checks(plain, 3, True, None)
     test = next(c for c in plain.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "t1")
     assert "np.testing.assert_allclose(_got, _twice(data)" in test.metadata[MARK].get("kernel_source", test.source)
+
+
+def test_the_cache_is_the_graders_only_and_follows_source(tmp_path):
+    cache = instructor_run.Cache(tmp_path, "ps1")
+    assert cache.load("k1") is None
+    cache.save("k1", {"nb": {"t1": {"1:0:x": "[('i', '1')]"}}})
+    assert cache.path.stat().st_mode & 0o077 == 0
+    assert cache.load("k1") == {"nb": {"t1": {"1:0:x": "[('i', '1')]"}}}
+    assert cache.load("k2") is None                    # source/ changed: computed again
+    cache.path.write_text("{not json")
+    assert cache.load("k1") is None
+    key = instructor_run.digest({"nb": b"{}"}, {})
+    assert key != instructor_run.digest({"nb": b"{ }"}, {}) and key != instructor_run.digest({"nb": b"{}"}, {"d.csv": b"1"})

@@ -742,7 +742,7 @@ def add_checks(nb: nbformat.NotebookNode, seed: int, judge_literals: bool = True
     run: ``references``) adds the checks against a reference that the submission's own cells leave
     clean. Every test cell and canary carries the user expressions the grader sends with it
     (``after``: ``use_check``; ``take``: the recorded values)."""
-    from . import references
+    from . import prune, references
     rng = random.Random(f"{seed}/{secrets.token_hex(16)}")
     nonce = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12))
     checks = binding_checks(nb)
@@ -780,18 +780,26 @@ def add_checks(nb: nbformat.NotebookNode, seed: int, judge_literals: bool = True
                 secret = frozenset(v for _, lit, _, _ in judged for v in [literals.literal_value(lit)] if isinstance(v, str))
                 # a reversed copy of a judged check would always hold in the kernel (and flag an honest answer)
                 canary = canary_cell(cell, rng, frozenset(site.line for *_, site in judged + extra), secret)
-            for c in (cell, canary):       # the test and its canary alike
+            rewritten = {}
+            if judged or extra:
+                for c in (cell, canary):       # the test and its canary alike
+                    more = extra if c is cell else references.canary_sites(c.source, before, {e[3].literal for e in extra}) \
+                        if extra else []
+                    rewritten[id(c)] = literals.rewrite(c.source, recorder, checks["bind"], base, kept, more)
+            if extra:       # the references they no longer need leave the kernel, in both alike
+                pruned = prune.prune([(c.source, rewritten[id(c)][0]) for c in (cell, canary)], before,
+                                     [(c.source, bool(_trusted_code(c))) for c in nb.cells[index + 1:] if c.cell_type == "code"])
+                for c, text in zip((cell, canary), pruned):
+                    rewritten[id(c)] = (text, rewritten[id(c)][1])
+            for c in (cell, canary):
                 if not isinstance(c.metadata.get(MARK), dict):
                     c.metadata[MARK] = {}
                 if after:
                     c.metadata[MARK]["after"] = after
-                if judged or extra:
-                    more = extra if c is cell else references.canary_sites(c.source, before, {e[3].literal for e in extra}) \
-                        if extra else []
-                    kernel, sites = literals.rewrite(c.source, recorder, checks["bind"], base, kept, more)
-                    if sites:
-                        c.metadata[MARK].update(kernel_source=kernel, sites=literals.site_dicts(sites),
-                                                take=literals.take_expression(recorder))
+                kernel, sites = rewritten.get(id(c), (None, []))
+                if sites:
+                    c.metadata[MARK].update(kernel_source=kernel, sites=literals.site_dicts(sites),
+                                            take=literals.take_expression(recorder))
                 if not c.metadata[MARK]:
                     del c.metadata[MARK]
             base += len(judged) + len(extra) + 1

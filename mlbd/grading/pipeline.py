@@ -29,7 +29,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from ..course import CourseError
 from ..variant import Variants
-from . import boxfs, executors, prepare, references, score
+from . import boxfs, executors, instructor_run, prepare, score
 from .engines import shared_engines
 from .execute import execute_job
 from .protocol import Job, JobNotebook, JobOutcome, ResultStore
@@ -231,20 +231,17 @@ class GradingRun:
         two sandboxed runs of source/, once per change of it (``.mlbd/references/``). Without them
         those checks stay in the kernel, as before; nothing else changes."""
         src = Path(self.cd.format_path(self.cd.source_directory, ".", self.assignment))
-        cache = Path(self.cd.root) / ".mlbd" / "references" / f"{self.assignment}.json"
+        cache = instructor_run.Cache(Path(self.cd.root), self.assignment)
         try:
             notebooks = {p.stem: p.read_bytes() for p in sorted(src.glob("*.ipynb")) if p.is_file() and not p.is_symlink()}
             files = {rel: Path(path).read_bytes() for rel, path in prepare._declared(self.cd, self.assignment).items()
                      if os.path.getsize(path) <= self.copy_max_bytes}
-            key = references.digest(notebooks, files)
-            try:
-                saved = json.loads(cache.read_text())
-                if saved.get("digest") == key:
-                    self.expected = saved["expected"]
-                    return
-            except (OSError, ValueError, KeyError):
-                pass
-            run = references.InstructorRun(self.assignment, notebooks)
+            key = instructor_run.digest(notebooks, files)
+            saved = cache.load(key)
+            if saved is not None:
+                self.expected = saved
+                return
+            run = instructor_run.InstructorRun(self.assignment, notebooks)
             if not run.has_references():        # nothing to record: no run
                 self.expected = {}
                 return
@@ -252,15 +249,13 @@ class GradingRun:
                         self.job_config(who), self.timeout)
                     for who, perturb in (("instructor", None), ("instructor-2", zlib.crc32(key.encode())))]
             if not quiet:
-                console.print(f"the instructor's notebooks of {self.assignment}: two runs for the tests' reference values")
+                console.print(f"the instructor's notebooks of {self.assignment}: two runs for the tests' reference values "
+                              "(once per change of source/)")
             futures = [pool.submit(execute_job, job) for job in jobs]
             pool.wait(futures)
             outcomes = [{o.name: o.notebook for o in f.result().notebooks} for f in futures]
             self.expected = run.expected(*outcomes)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"digest": key, "expected": self.expected}))
-            os.replace(tmp, cache)
+            cache.save(key, self.expected)
         except Exception as exc:  # noqa: BLE001  (without them the checks stay in the kernel)
             self.expected = {}
             console.print(f"[bold yellow]warning:[/] the instructor's reference values could not be computed "

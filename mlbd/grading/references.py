@@ -5,12 +5,13 @@ A hidden test often compares the student's value with one it computes itself::
     np.testing.assert_allclose(batch_gd(Xc, yc, 0.05, 1, t0c), _ref_batch_gd(X, y, 0.05, 1, t0), rtol=1e-6)
 
 When the reference side depends only on the author's code and data, its value is the same in every
-honest run of the notebook, so the grader takes it from the instructor's own run of the source
-notebook (``reference_job``: run twice, the second time with another student's variant and every
-global random generator reseeded before each cell a student writes; a value the two runs disagree
-on is not used) and judges the check itself on the value the student's kernel recorded, exactly as
-for literals (``literals``): the test cell reaches the kernel as ``_chk(K, batch_gd(...))``, the
-expected value never enters it, and a kernel that swallows failures gains nothing.
+honest run of the notebook, so the grader takes it from the instructor's own runs of the source
+notebook (``instructor_run``: a reference is used only where the solution, graded in the kernel's
+form with another student's variant and reseeded random generators, passes against it) and
+judges the check itself on the value the student's kernel recorded, exactly as for literals
+(``literals``): the test cell reaches the kernel as ``_chk(K, batch_gd(...))``, the expected value
+never enters it, the statements that only computed it are pruned (``prune``), and a kernel that
+swallows failures gains nothing.
 
 **Clean** (``Flow``) is decided statically, conservatively: a name is clean when only the author's
 cells (locked and test cells, restored from the gradebook) bound it from clean values and no cell
@@ -18,7 +19,8 @@ a student writes mentions it (a student's cell may change what it mentions: ``df
 True)``); a call whose function or any argument is not clean makes every name handed to it unclean
 (the student's function may change it), as does storing an unclean value into it; an assignment
 that may share an object (anything but a copy, arithmetic or a constructor of new arrays) ties the
-two names, so that changing one taints both. Reading files after the first cell a student writes,
+two names, so that changing one taints both (a number, string or tuple of them cannot change in
+place and is never tainted that way). Reading files after the first cell a student writes,
 the student's variant (``mlbd.variant``), ``globals()``, ``eval`` and the like are never clean. A
 check is judged this way when exactly one side is unclean (the student's value) and one is clean and
 not a literal (the reference); the rest stay in the kernel, as before.
@@ -28,14 +30,12 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
-import random
 import re
 from dataclasses import dataclass, field
 
 import nbformat
 
 from . import literals
-from .protocol import MARK, grader_error
 from .literals import _EXPECTED as EXPECTED
 from .literals import _OPS, _ORDER, _VALUE, Site
 
@@ -116,6 +116,9 @@ class Flow:
     imports: dict[str, str] = field(default_factory=dict)     # name -> dotted module path (author imports)
     alias: dict[str, set[str]] = field(default_factory=dict)
     students: set[str] = field(default_factory=set)            # names a student's cell binds (maybe functions)
+    defs: dict[str, ast.AST] = field(default_factory=dict)      # author function or lambda -> its node
+    immutable: set[str] = field(default_factory=set)            # bound to a number, string, tuple of them
+    visit: object = None      # called with each assignment or definition and whether its value is clean
     after_student: bool = False
 
     # -- names and expressions ------------------------------------------------------------
@@ -162,7 +165,9 @@ class Flow:
 
     # -- effects ----------------------------------------------------------------------------
     def taint(self, names) -> None:
-        todo = [n for n in names if not self._fixed(n)]
+        """Names whose object may have been changed (and every name sharing it); a number, string
+        or tuple of them cannot be changed in place."""
+        todo = [n for n in names if not self._fixed(n) and n not in self.immutable]
         while todo:
             name = todo.pop()
             was = self.state.get(name)
@@ -192,6 +197,10 @@ class Flow:
         if isinstance(target, ast.Name):
             self.state[target.id] = clean
             self._tie(target.id, value)
+            if clean and value is not None and (_constant_items(value) if whole else _constant(value)):
+                self.immutable.add(target.id)
+            else:
+                self.immutable.discard(target.id)
         elif isinstance(target, (ast.Tuple, ast.List)):
             parts = value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts) \
                 and not any(isinstance(e, ast.Starred) for e in value.elts) and not whole else None
@@ -231,6 +240,9 @@ class Flow:
             self.funcs[stmt.name] = _free(stmt)
             self.state[stmt.name] = all(self.clean(d) for d in stmt.decorator_list) and \
                 all(self.clean(b) for b in getattr(stmt, "bases", []))
+            self.defs[stmt.name] = stmt
+            if self.visit:
+                self.visit(stmt, self.state[stmt.name] and self.clean_name(stmt.name))
             return
         if isinstance(stmt, ast.Import):
             for a in stmt.names:
@@ -284,8 +296,14 @@ class Flow:
             found(stmt)
         if isinstance(stmt, ast.Assign):
             ok = self.clean(stmt.value)
+            if self.visit:
+                self.visit(stmt, ok)
             for t in stmt.targets:
                 self.assign(t, stmt.value, ok)
+                for n in _names(t, ast.Store):
+                    self.defs.pop(n, None)
+            if len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.Lambda):
+                self.defs[stmt.targets[0].id] = stmt.value
         elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
             self.assign(stmt.target, stmt.value, self.clean(stmt.value))
         elif isinstance(stmt, ast.AugAssign):
@@ -312,6 +330,8 @@ class Flow:
             names = stores | {n for n in loads if not self._fixed(n)}
         for name in names:      # rebound: no longer the author's
             self.state[name] = False
+            self.defs.pop(name, None)
+            self.immutable.discard(name)
         self.taint(names)
         self.students |= names
 
@@ -347,6 +367,29 @@ def _global_mentions(body: list[ast.stmt], local: frozenset = frozenset()) -> tu
             (loads if isinstance(node.ctx, ast.Load) else stores).add(node.id)
         todo.extend(ast.iter_child_nodes(node))
     return stores, loads
+
+
+def _constant(value: ast.expr) -> bool:
+    """A literal number, string, bool, None or tuple of them (nothing that can change in place)."""
+    try:
+        v = ast.literal_eval(value)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    todo = [v]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, tuple):
+            todo.extend(x)
+        elif not (x is None or isinstance(x, (int, float, complex, str, bytes, bool))):
+            return False
+    return True
+
+
+def _constant_items(it: ast.expr) -> bool:
+    """What a loop over ``it`` binds is constant: a display of constants, or ``range(...)``."""
+    if isinstance(it, (ast.Tuple, ast.List)):
+        return all(_constant(e) for e in it.elts)
+    return isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"
 
 
 def _base(node: ast.expr) -> str | None:
@@ -473,162 +516,3 @@ def canary_sites(source: str, before: Flow, literals_of: set[str]) -> list:
     """A canary's checks against the same references as its test's (so that both reach the kernel
     alike); never judged."""
     return [e for e in _cell_sites(source, copy.deepcopy(before)) if e[3].literal in literals_of]
-
-
-# ------------------------------------------------------------------------------------------------
-# The instructor's run
-# ------------------------------------------------------------------------------------------------
-
-FORMAT = 1
-RECORDER = "_mlbd_reference_chk"
-MAX_EXPECTED = 200_000          # characters of one reference's values kept (more: left in the kernel)
-RESEED = """def _mlbd_reseed(seed):
-    import random, sys
-    random.seed(seed)
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed(seed % 2**32)
-    if "tensorflow" in sys.modules:
-        sys.modules["tensorflow"].random.set_seed(seed % 2**31)
-_mlbd_reseed({seed}); del _mlbd_reseed"""
-
-
-def recording_notebook(nb: nbformat.NotebookNode, perturb: int | None = None) -> tuple[nbformat.NotebookNode, dict]:
-    """The source notebook as the instructor's run executes it: every test cell's references
-    recorded as they are computed (``RECORDER.v(K, (reference))``; the checks stay as written).
-    ``perturb``: every global random generator reseeded (from this seed) before each cell a student
-    writes. Returns the notebook and key → (grade_id, ``position``)."""
-    from .integrity import _trusted_code
-    bind = _binding(nb)
-    found = notebook_sites(nb, bind)
-    rng, where = random.Random(perturb), {}
-    cells = [nbformat.v4.new_code_cell(literals.recorder_source("reference", RECORDER))]
-    for i, cell in enumerate(nb.cells):
-        if perturb is not None and cell.cell_type == "code" and not _trusted_code(cell):
-            cells.append(nbformat.v4.new_code_cell(RESEED.format(seed=rng.randrange(2**62))))
-        if i in found:
-            cell = copy.deepcopy(cell)
-            raw, starts = cell.source.encode(), literals.line_offsets(cell.source)
-            at = lambda line, col: starts[line - 1] + col          # noqa: E731
-            pieces, pos = [], 0
-            for entry in sorted(found[i][0], key=lambda e: (e[1].lineno, e[1].col_offset)):
-                ref = entry[1]
-                a, b = at(ref.lineno, ref.col_offset), at(ref.end_lineno, ref.end_col_offset)
-                key = len(where)
-                where[key] = (cell.metadata["nbgrader"].get("grade_id"), position(entry))
-                pieces += [raw[pos:a], f"{RECORDER}.v({key}, ({raw[a:b].decode()}))".encode()]
-                pos = b
-            pieces.append(raw[pos:])
-            cell.metadata[MARK] = {"kernel_source": b"".join(pieces).decode(), "take": literals.take_expression(RECORDER)}
-        cells.append(cell)
-    out = copy.deepcopy(nb)
-    out.cells = cells
-    return out, where
-
-
-def _binding(nb) -> dict:
-    from .integrity import binding_checks
-    return binding_checks(nb)["bind"]
-
-
-def _encoded(text) -> list | None:
-    """The recorder's records as it encoded them: [(execution count, key, encoded value)]."""
-    if not isinstance(text, str) or len(text) > literals.MAX_RECORDS_TEXT:
-        return None
-    try:
-        inner = ast.literal_eval(text)
-        raw = ast.literal_eval(inner) if isinstance(inner, str) else None
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None
-    return raw if isinstance(raw, list) else None
-
-
-def _carried(e) -> bool:
-    """A value the recorder carried whole (nothing it could not encode) and the grader can read."""
-    try:
-        literals.decode(e)
-    except Exception:  # noqa: BLE001
-        return False
-    todo = [e]
-    while todo:
-        x = todo.pop()
-        if isinstance(x, tuple) and x and x[0] == "?":
-            return False
-        if isinstance(x, (tuple, list)):
-            todo.extend(x)
-    return True
-
-
-def recorded(executed: nbformat.NotebookNode, where: dict) -> dict[tuple[str, str], list]:
-    """(grade_id, position) → the encoded values a reference took, in order, from an executed
-    ``recording_notebook``; only test cells that passed, only values carried whole."""
-    out: dict = {}
-    for cell in executed.cells:
-        meta = cell.metadata.get(MARK)
-        if not isinstance(meta, dict) or "take" not in meta:
-            continue
-        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])) or grader_error(cell):
-            continue
-        for item in _encoded(meta.get("records")) or []:
-            if isinstance(item, tuple) and len(item) == 3 and item[1] in where:
-                out.setdefault(where[item[1]], []).append(item[2])
-    return {k: v for k, v in out.items() if all(map(_carried, v))}
-
-
-def agreed(first: dict, second: dict) -> dict[str, dict[str, str]]:
-    """grade_id → position → expected values (``Site.expected``), for references that took the
-    same values in both runs."""
-    out: dict = {}
-    for (gid, pos), values in first.items():
-        if second.get((gid, pos)) == values:
-            text = repr(values)
-            if len(text) <= MAX_EXPECTED:
-                out.setdefault(gid, {})[pos] = text
-    return out
-
-
-def digest(notebooks: dict[str, bytes], files: dict[str, bytes]) -> str:
-    """What the instructor's values depend on: the source notebooks, the files they read, this format."""
-    import hashlib
-    import sys
-    h = hashlib.sha256(f"{FORMAT}\0{sys.version}\0".encode())
-    for kind, items in (("nb", notebooks), ("file", files)):
-        for name, data in sorted(items.items()):
-            h.update(f"{kind}\0{name}\0{len(data)}\0".encode())
-            h.update(data)
-    return h.hexdigest()
-
-
-@dataclass
-class InstructorRun:
-    """The two runs of the instructor's notebooks that give the references' values: ``jobs()`` to
-    execute (in the sandbox, as a submission's notebooks), ``expected(outcomes)`` from what they gave."""
-    assignment: str
-    notebooks: dict[str, bytes]        # name → the source notebook (with solutions)
-    where: dict = field(default_factory=dict)
-
-    def has_references(self) -> bool:
-        """Whether any test cell of the notebooks has a check against a clean reference."""
-        for data in self.notebooks.values():
-            nb = nbformat.reads(data.decode(), as_version=4)
-            if notebook_sites(nb, _binding(nb)):
-                return True
-        return False
-
-    def notebooks_to_run(self, perturb: int | None) -> list[tuple[str, str, str]]:
-        out = []
-        for name, data in sorted(self.notebooks.items(), key=lambda kv: f"{kv[0]}.ipynb"):
-            nb = nbformat.reads(data.decode(), as_version=4)
-            recording, where = recording_notebook(nb, perturb)
-            self.where[name] = where
-            out.append((name, nbformat.writes(recording), nb.metadata.get("kernelspec", {}).get("name", "python3")))
-        return out
-
-    def expected(self, first: dict[str, str | None], second: dict[str, str | None]) -> dict[str, dict]:
-        """notebook → grade_id → position → values, from the two runs' executed notebooks (JSON)."""
-        out = {}
-        for name, where in self.where.items():
-            a, b = first.get(name), second.get(name)
-            if a and b:
-                out[name] = agreed(recorded(nbformat.reads(a, as_version=4), where),
-                                   recorded(nbformat.reads(b, as_version=4), where))
-        return out
