@@ -74,6 +74,9 @@ def _steal(orig):
 for _k in [k for k in globals() if k.endswith("_chk") and callable(globals()[k])]:
     globals()[_k] = _steal(globals()[_k])
 '''
+# A cell that reads as harmless (data is sorted already) but may change what the references read:
+# those checks then stay in the kernel, where the hook above swallows them. Flagged for a TA.
+DOWNGRADE = "\ndata.sort()\n"
 THIEF_ANSWER = {"q1": "def double(v):\n    return np.asarray(v) + 0.0", "q2": RIGHT["q2"]}
 
 
@@ -100,12 +103,17 @@ def graded(tmp_path_factory):
     nbgrader(course, "generate_assignment", w.ASSIGNMENT, "--force")
     for student, answers, hook in (("right", RIGHT, None), ("hooked_blank", BLANK, _CANARY_AWARE),
                                    ("hooked_wrong", WRONG, _CANARY_AWARE), ("plain_blank", BLANK, None),
-                                   ("reference_thief", THIEF_ANSWER, _THIEF)):
+                                   ("reference_thief", THIEF_ANSWER, _THIEF),
+                                   ("downgrade", BLANK, _CANARY_AWARE + DOWNGRADE)):
         w.submit(course, student, _answered(course, answers, hook), name="rf")
     proc = subprocess.run([sys.executable, "-m", "mlbd.cli", "grade", w.ASSIGNMENT, "--course-dir", str(course),
                            "--jobs", "2"], env=tool_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     scores = {k: v for k, v in cell_scores(course).items()}
+    report = subprocess.run([sys.executable, "-m", "mlbd.cli", "report", w.ASSIGNMENT, "--course-dir", str(course),
+                             "--format", "json"], env=tool_env(), capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    scores["flags"] = {r["student"]: r["flags"] for r in json.loads(report.stdout)["submissions"]}
     return course, scores, proc.stdout + proc.stderr
 
 
@@ -132,3 +140,10 @@ def test_right_answers_score_full_marks(graded):
 def test_a_swallowing_kernel_gains_nothing_on_a_reference_check(graded, student):
     _course, scores, _out = graded
     assert scores[(student, "t1")] == 0.0
+
+
+def test_a_notebook_that_keeps_a_judged_check_in_the_kernel_is_flagged(graded):
+    _course, scores, _out = graded
+    assert any("a TA should look" in f for f in scores["flags"]["downgrade"]), scores["flags"]["downgrade"]
+    for student in ("right", "reference_thief", "plain_blank"):
+        assert not any("a TA should look" in f for f in scores["flags"][student]), scores["flags"][student]

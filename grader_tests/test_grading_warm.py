@@ -122,3 +122,18 @@ def test_a_dead_zygote_is_replaced():
 def _cfg():
     from traitlets.config import Config
     return Config(CFG)
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_a_launcher_in_the_work_dir_does_not_start_the_kernel(warm):
+    """An earlier notebook of the submission can leave files in the work dir for the next one: an
+    ``ipykernel_launcher.py`` there must not be what a (cold) kernel starts from."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import sys, builtins\nprint('ran', '' in sys.path, getattr(builtins, 'HIJACKED', False))")])
+    hijack = b"import builtins\nbuiltins.HIJACKED = True\nimport ipykernel.kernelapp as a\na.launch_new_instance()\n"
+    job = Job.one(nbformat.writes(nb), {"Sandbox": dict(CFG["Sandbox"], warm_kernels=warm)}, 60,
+                  files={"ipykernel_launcher.py": hijack})
+    (out,) = execute_job(job).notebooks
+    assert out.warm == [warm]
+    cell = nbformat.reads(out.notebook, 4).cells[0]
+    assert "".join(o.get("text", "") for o in cell.outputs) == "ran True False\n", cell.outputs

@@ -544,3 +544,14 @@ def test_what_the_check_after_a_test_cell_reported_is_judged_by_the_trusted_side
     assert any("lacks the grader's check" in s for s in graded("missing")[0])
     assert any("could not run" in n for n in graded("error")[1])
     assert not any("rebound" in s or "check" in s for s in graded([])[0] + graded(None)[0])
+
+
+def test_an_f_string_message_is_shown_as_its_template_never_as_filled_in():
+    source = TEST.replace('"HIDDEN: f(3) should be 9"', 'f"HIDDEN: f(3) should be {3 ** 2}, not {f(3)}"')
+    cell = _test_cell(source)
+    cell.outputs = [_err("AssertionError", "HIDDEN: f(3) should be 9, not 10")]
+    shown = _feedback([cell]).cells[0].outputs[0]
+    assert shown["evalue"] == "HIDDEN: f(3) should be …, not …" and "9" not in shown["evalue"]
+    other = _test_cell(source)
+    other.outputs = [_err("AssertionError", "something else: 9")]
+    assert _feedback([other]).cells[0].outputs[0]["evalue"] == feedback.GENERIC

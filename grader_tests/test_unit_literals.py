@@ -278,3 +278,9 @@ def test_checks_taken_out_of_the_kernel_are_judged_even_when_the_stage_list_leav
     nb, res = assess.JudgeChecks(config=cfg).preprocess(nb, res)             # what score.stage runs last
     graded = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade"))
     assert graded.outputs[0].evalue == "f(2) is wrong" and "sites" not in graded.metadata["mlbd"]
+
+
+def test_a_judged_check_with_an_f_string_message_reports_its_template():
+    cell = 'for k in [1, 2]:\n    assert f(k) == 4, f"f({k}) is wrong"\n'
+    _kernel_source, sites = literals.rewrite(cell, "_t_chk", BIND)
+    assert [s.message for s in sites] == ["f(…) is wrong"]

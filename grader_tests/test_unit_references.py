@@ -51,6 +51,28 @@ def test_clean_references_are_found_with_what_they_read():
     assert _refs(_nb()) == ["_twice(data)", "data", "_twice(data[:_k])", "len(data)"]
 
 
+ALL = ["_twice(data)", "data", "_twice(data[:_k])", "len(data)"]
+
+
+@pytest.mark.parametrize("student", [
+    "print(data.shape, len(data), data[2], data.sum())", "np.mean(data) + 1", "data.copy().sort()",
+    "model.fit(data.reshape(-1, 1), data)", "x = data.copy()\nx[0] = 1", "if data.any():\n    print(data)",
+    "print(f'{data}')", "y = np.mean(data)", "z = [1, 2][int(data[0])]",
+])
+def test_a_students_cell_that_only_reads_leaves_the_references_clean(student):
+    assert _refs(_nb(student)) == ALL
+
+
+@pytest.mark.parametrize("student", [
+    "data.sort()", "data[0] = 1", "y = data", "y = data[:3]", "y = data.reshape(2, 3)", "y = np.asarray(data)",
+    "np.random.shuffle(data)", "np.add(data, 1, out=data)", "xs = []\nxs.append(data)", "for r in data:\n    pass",
+    "def g():\n    return data", "import pandas as pd\npd.Series(data).clip(0, 1, inplace=True)", "helper(data)",
+    "data += 1", "del data",
+])
+def test_a_students_cell_that_may_change_a_name_takes_it_out(student):
+    assert _refs(_nb(student)) == []
+
+
 @pytest.mark.parametrize("student, left", [
     ("data.sort()", []),                                   # a student's cell may change what it mentions
     ("x = data[:3]", []),
@@ -72,6 +94,9 @@ def test_what_a_students_cell_mentions_is_not_clean(student, left):
     ("_v = data[:3].copy()\n_got = f(_v)\nnp.testing.assert_allclose(_got, _twice(data[:3]))", ["_twice(data[:3])"]),
     # stored into by a method that is handed the student's value
     ("_xs = [1.0]\n_xs.append(f(1))\nassert _xs == [1.0, 2.0]", []),
+    # a library's fit leaves what it is handed alone, whatever the estimator was made with
+    ("from sklearn.linear_model import Ridge\n_m = Ridge(alpha=float(f(1))).fit(data.reshape(-1, 1), data)\n"
+     "assert np.allclose(f(data.copy()), _twice(data))", ["_twice(data)"]),
     # a number or a tuple of them cannot be changed in place; a list can
     ("_n = (3, 4)\n_got = f(_n)\nassert np.allclose(_got, _twice(_n))", ["_twice(_n)"]),
     ("for _k in (1, 2):\n    assert np.allclose(f(_k), _twice(_k))", ["_twice(_k)"]),
@@ -220,3 +245,13 @@ def test_the_cache_is_the_graders_only_and_follows_source(tmp_path):
     assert cache.load("k1") is None
     key = instructor_run.digest({"nb": b"{}"}, {})
     assert key != instructor_run.digest({"nb": b"{ }"}, {}) and key != instructor_run.digest({"nb": b"{}"}, {"d.csv": b"1"})
+
+
+def test_a_check_the_submission_keeps_in_the_kernel_is_noted_for_a_ta():
+    expected = _expected(_nb())
+    notes: list[str] = []
+    integrity.add_checks(_nb("data.sort()"), 3, True, expected, notes)
+    assert len(notes) == 1 and notes[0].startswith("t1: 4 check(s)") and "a TA should look" in notes[0]
+    quiet: list[str] = []
+    integrity.add_checks(_nb("print(data.mean())"), 3, True, expected, quiet)
+    assert quiet == []

@@ -202,7 +202,6 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         raise asyncio.TimeoutError
-                    start = time.monotonic()
                     try:
                         await asyncio.wait_for(client.async_execute_cell(nb.cells[i], i), remaining)
                     except (DeadKernelError, CellTimeoutError) as exc:
@@ -220,7 +219,6 @@ async def _run(nb, cfg: Config, workdir: str, kernel_name: str, timeout: int | N
                             died_at, why = i, "timeout"
                             pos -= 1
                             break
-                    del start
         except asyncio.TimeoutError:
             i = code[min(pos, len(code) - 1)]
             fail_cell(nb.cells[i], "wall_clock", f"the notebook exceeded its wall-clock limit of {sandbox.wall_seconds} s")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import builtins
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -35,7 +36,7 @@ from nbgrader import utils as nbg_utils
 from nbgrader.coursedir import CourseDirectory
 from traitlets import Bool, Integer, Unicode
 
-from . import boxfs
+from . import boxfs, literals
 from .integrity import MARK
 
 PLACEHOLDER = "# (hidden tests: not shown; their failure messages are below)"
@@ -61,7 +62,8 @@ def _literals(source: str) -> set[str]:
 
 def _messages(source: str) -> set[str]:
     """The messages the author wrote: string literals of ``assert ..., "msg"``, ``raise E("msg")``
-    and a check's ``err_msg="msg"`` (``np.testing``; the grader reports it for a check it judged)."""
+    and a check's ``err_msg="msg"`` (``np.testing``; the grader reports it for a check it judged);
+    an f-string as its template, each formatted part ``literals.PLACEHOLDER``."""
     tree = _parse(source)
     out = set()
     for node in ast.walk(tree) if tree is not None else []:
@@ -70,8 +72,19 @@ def _messages(source: str) -> set[str]:
             msgs = [node.exc.args[0]]
         if isinstance(node, ast.Call):
             msgs = [k.value for k in node.keywords if k.arg in ("err_msg", "msg")]
-        out.update(m.value.strip() for m in msgs if isinstance(m, ast.Constant) and isinstance(m.value, str))
+        out.update(text.strip() for text in map(literals.message_text, msgs) if text)
     return out
+
+
+def _template(evalue: str, messages: set[str]) -> str | None:
+    """The author's f-string message (formatted parts as ``literals.PLACEHOLDER``) that ``evalue``
+    is a rendering of: feedback shows the template, never what the kernel filled in."""
+    for text in messages:
+        if literals.PLACEHOLDER in text:
+            parts = [re.escape(p) for p in text.split(literals.PLACEHOLDER)]
+            if re.fullmatch("(?s)" + ".*?".join(parts), evalue):
+                return text
+    return None
 
 
 def shown_messages(source: str, visible: str) -> set[str]:
@@ -90,8 +103,9 @@ def test_verdict(cell, visible: str | None = None) -> list:
         return []
     ename, evalue = str(errors[0].get("ename", "")), str(errors[0].get("evalue", "")).strip()
     ename = ename if ename in BUILTIN_ERRORS else "Error"
-    if not evalue or evalue not in shown_messages(cell.source, cell.source if visible is None else visible):
-        evalue = GENERIC
+    shown = shown_messages(cell.source, cell.source if visible is None else visible)
+    if not evalue or evalue not in shown:
+        evalue = _template(evalue, shown) or GENERIC
     return [nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])]
 
 

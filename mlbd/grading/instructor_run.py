@@ -168,8 +168,12 @@ def agreed(references: dict, solution: dict, sites: dict) -> dict[str, dict[str,
 
 
 def digest(notebooks: dict[str, bytes], files: dict[str, bytes]) -> str:
-    """What the instructor's values depend on: the source notebooks, the files they read, this format."""
+    """What the instructor's values depend on: the source notebooks, the files they read, Python,
+    and the code that finds, records and prunes references (a new mlbd computes them again)."""
     h = hashlib.sha256(f"{FORMAT}\0{sys.version}\0".encode())
+    here = Path(__file__).parent
+    for module in ("references.py", "prune.py", "literals.py", "instructor_run.py"):
+        h.update((here / module).read_bytes())
     for kind, items in (("nb", notebooks), ("file", files)):
         for name, data in sorted(items.items()):
             h.update(f"{kind}\0{name}\0{len(data)}\0".encode())

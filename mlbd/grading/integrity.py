@@ -193,35 +193,6 @@ def _sites(stmt: ast.stmt) -> list[tuple[ast.expr, tuple[float, float]]]:
     return []
 
 
-def _runs_body(loop: ast.stmt) -> bool:
-    """Whether every statement directly in a ``for`` loop's body runs at least once whenever the
-    loop finishes: it walks a non-empty literal (a list or tuple display, ``range(N)`` with N ≥ 1)
-    and nothing in it skips ahead (``break``, ``continue``)."""
-    if not isinstance(loop, ast.For) or loop.orelse:
-        return False
-    it = loop.iter
-    if isinstance(it, (ast.List, ast.Tuple)):
-        ok = bool(it.elts) and not any(isinstance(e, ast.Starred) for e in it.elts)
-    elif isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range" and len(it.args) == 1:
-        n = _value(it.args[0])
-        ok = isinstance(n, int) and n >= 1 and not it.keywords
-    else:
-        ok = False
-    return ok and not any(isinstance(n, (ast.Break, ast.Continue)) for n in ast.walk(loop))
-
-
-def _checks(body: list[ast.stmt]) -> list[ast.stmt]:
-    """Statements that run whenever the cell passes: the top level and, recursively, the direct
-    body of a loop that ``_runs_body``. A check under an ``if`` or a ``try`` may never run, so
-    changing its value would not make the twin fail."""
-    out = []
-    for stmt in body:
-        out.append(stmt)
-        if _runs_body(stmt):
-            out += _checks(stmt.body)
-    return out
-
-
 def _decimals(text: str) -> int | None:
     """Digits after the point of a plain decimal literal; None for an exponent or a hex spelling."""
     m = re.fullmatch(r"\s*[-+]?\d*\.(\d*)\s*", text)
@@ -305,30 +276,6 @@ def _mutant(source: str, node: ast.expr, tol, strings: list[str], rng: random.Ra
     return out.decode()
 
 
-_NUMBER_WORDS = {0: "zero|no|none", 1: "one|single", 2: "two|both|pair|twice", 3: "three|third|thrice",
-                 4: "four|quarter", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten",
-                 11: "eleven", 12: "twelve", 0.5: "half", 0.25: "quarter"}
-
-
-def _quotes(message: str, value) -> bool:
-    """Whether an assert's message names ``value`` (a number in digits or in words, a string, an
-    element of a list): a twin would then contradict its own message."""
-    if not message:
-        return False
-    low = message.lower()
-    for v in value if isinstance(value, (list, tuple)) else [value]:
-        if isinstance(v, str):
-            if v.lower() in low:
-                return True
-            continue
-        spellings = [re.escape(repr(v))] + ([str(int(v))] if float(v).is_integer() else [])
-        if v in _NUMBER_WORDS:
-            spellings.append(_NUMBER_WORDS[v])
-        if re.search(rf"(?<![\w.])({'|'.join(spellings)})(?![\w.])", low):
-            return True
-    return False
-
-
 def twin_copies(source: str, rng: random.Random, allowed: frozenset[tuple[int, int]] | None = None) -> list[str]:
     """The sources of ``twins``."""
     return [text for text, _ in twins(source, rng, allowed)]
@@ -362,7 +309,7 @@ def twins(source: str, rng: random.Random, allowed: frozenset[tuple[int, int]] |
     starts = _offsets(source)
     raw = source.encode()
     out = []
-    for stmt in _checks(tree.body):
+    for stmt in literals.checks_that_run(tree.body):
         if not lo < stmt.lineno < hi:
             continue
         message = ""
@@ -372,7 +319,7 @@ def twins(source: str, rng: random.Random, allowed: frozenset[tuple[int, int]] |
             text = ast.get_source_segment(source, node)
             if allowed is not None and (node.lineno, node.col_offset) not in allowed:
                 continue     # a check the kernel runs itself: its twin would differ from the test there
-            if not text or _quotes(message, _value(node)):
+            if not text or literals.quotes(message, _value(node)):
                 continue     # the author's message gives the value away: the twin's would not match it
             new = _mutant(source, node, tol, [s for s in strings if s not in message], rng)
             if new is None:
@@ -730,7 +677,7 @@ def runs_twice_safely(source: str) -> bool:
 
 
 def add_checks(nb: nbformat.NotebookNode, seed: int, judge_literals: bool = True,
-               expected: dict | None = None) -> nbformat.NotebookNode:
+               expected: dict | None = None, notes: list[str] | None = None) -> nbformat.NotebookNode:
     """Insert a probe first and last and, next to every autograded test cell, a canary built from
     that cell (in place): its twin (``twin_copies``) where the hidden part has an equality check
     with a literal, else a reversed copy (``canary_cell``). Which of the two comes first is random
@@ -740,7 +687,9 @@ def add_checks(nb: nbformat.NotebookNode, seed: int, judge_literals: bool = True
     ``sites`` for the grader and a recorder cell after the first probe); the check the twin changes
     stays in the kernel in both. ``expected`` (grade_id → position → values, from the instructor's
     run: ``references``) adds the checks against a reference that the submission's own cells leave
-    clean. Every test cell and canary carries the user expressions the grader sends with it
+    clean (those it leaves in the kernel instead are named in ``notes``: a student's cell that may
+    change what a reference reads keeps the check in the kernel, where a hook could swallow it, so a
+    TA should look). Every test cell and canary carries the user expressions the grader sends with it
     (``after``: ``use_check``; ``take``: the recorded values)."""
     from . import prune, references
     rng = random.Random(f"{seed}/{secrets.token_hex(16)}")
@@ -756,13 +705,16 @@ def add_checks(nb: nbformat.NotebookNode, seed: int, judge_literals: bool = True
         if cell.cell_type == "code" and md.get("grade") and not md.get("solution"):
             judged = literals.sites_of(cell.source, checks["bind"]) if judge_literals else []
             extra, before = [], None
-            if index in referenced:
-                found, before = referenced[index]
-                want = (expected or {}).get(md.get("grade_id")) or {}
-                for entry in found:
-                    if references.position(entry) in want:
-                        entry[3].expected = want[references.position(entry)]
-                        extra.append(entry)
+            want = (expected or {}).get(md.get("grade_id")) or {} if judge_literals else {}
+            found, before = referenced.get(index, ([], None))
+            for entry in found:
+                if references.position(entry) in want:
+                    entry[3].expected = want[references.position(entry)]
+                    extra.append(entry)
+            if len(extra) < len(want) and notes is not None:
+                notes.append(f"{md.get('grade_id')}: {len(want) - len(extra)} check(s) against a reference that the grader "
+                             "judges itself ran in the kernel instead, because the notebook's own cells may change "
+                             "what the reference reads: a TA should look")
             allowed = frozenset((lit.lineno, lit.col_offset) for _, lit, _, _ in judged) if judge_literals else None
             safe = runs_twice_safely(cell.source)
             # a twin that always comes second tells a hook which of the two is the test (and, with

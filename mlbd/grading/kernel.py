@@ -50,6 +50,17 @@ def warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+LAUNCHER = str(Path(__file__).with_name("kernel_launcher.py"))
+
+
+def trusted_launcher(cmd: list[str]) -> list[str]:
+    """A cold kernel's command with ``-m ipykernel_launcher`` (found in the work dir first, where an
+    earlier notebook may have written one) replaced by the path of ``kernel_launcher.py``."""
+    if len(cmd) >= 3 and cmd[1:3] == ["-m", "ipykernel_launcher"]:
+        return [cmd[0], LAUNCHER, *cmd[3:]]
+    return cmd
+
+
 class GradingKernelClient(AsyncKernelClient):
     """jupyter_client's ``wait_for_ready`` ends with 0.2 s of IOPub silence: a third of a warm
     kernel's life. The kernel_info exchange before it already proves IOPub is connected, and
@@ -145,7 +156,7 @@ class SandboxedKernelManager(AsyncKernelManager):
                               "log": str(zyg.root / "kernels.log"), "env": kw["env"],
                               "argv": ["ipykernel_launcher", *cmd[3:]], "tmp_dirs": [], "rlimits": {},
                               "uid": os.getuid(), "gid": os.getgid()}
-            return cmd, kw
+            return trusted_launcher(cmd), kw
 
         sb.check()
         uid, gid = self._lease_uid()
@@ -189,7 +200,8 @@ class SandboxedKernelManager(AsyncKernelManager):
         kw["stdout"] = subprocess.DEVNULL
         kw["stderr"] = self._log_fh
         kw["stdin"] = subprocess.DEVNULL
-        wrapped = enter + sb.bwrap_args(box, work, env, seccomp_fd=SECCOMP_FD, quota_dir=work) + sb.drop_args(uid, gid) + fill + cmd
+        wrapped = enter + sb.bwrap_args(box, work, env, seccomp_fd=SECCOMP_FD, quota_dir=work) + sb.drop_args(uid, gid) + fill \
+            + trusted_launcher(cmd)
         # warm only inside a cgroup: its kill is what ends a forked kernel's stray processes
         if zyg is not None and self._cgroup is not None and self._warmable(cmd, env):
             self._warm = {"zygote": zyg, "box": str(box), "keep": [[p, True] for p in sb.read_only_paths()],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from dataclasses import asdict, dataclass
 
 import numpy
@@ -100,14 +101,80 @@ def resolve(func: ast.expr, bind: dict) -> tuple[str, str] | None:
     return None
 
 
-def _quotes(message: str, value) -> bool:
-    from .integrity import _quotes as quotes     # one rule for twins and judged checks
-    return quotes(message, value)
+_NUMBER_WORDS = {0: "zero|no|none", 1: "one|single", 2: "two|both|pair|twice", 3: "three|third|thrice",
+                 4: "four|quarter", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten",
+                 11: "eleven", 12: "twelve", 0.5: "half", 0.25: "quarter"}
 
 
-def _checks(body: list[ast.stmt]) -> list[ast.stmt]:
-    from .integrity import _checks as checks
-    return checks(body)
+def quotes(message: str, value) -> bool:
+    """Whether an assert's message names ``value`` (a number in digits or in words, a string, an
+    element of a list): a twin would then contradict its own message."""
+    if not message:
+        return False
+    low = message.lower()
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(v, str):
+            if v.lower() in low:
+                return True
+            continue
+        spellings = [re.escape(repr(v))] + ([str(int(v))] if float(v).is_integer() else [])
+        if v in _NUMBER_WORDS:
+            spellings.append(_NUMBER_WORDS[v])
+        if re.search(rf"(?<![\w.])({'|'.join(spellings)})(?![\w.])", low):
+            return True
+    return False
+
+
+def runs_body(loop: ast.stmt) -> bool:
+    """Whether every statement directly in a ``for`` loop's body runs at least once whenever the
+    loop finishes: it walks a non-empty literal (a list or tuple display, ``range(N)`` with N ≥ 1)
+    and nothing in it skips ahead (``break``, ``continue``)."""
+    if not isinstance(loop, ast.For) or loop.orelse:
+        return False
+    it = loop.iter
+    if isinstance(it, (ast.List, ast.Tuple)):
+        ok = bool(it.elts) and not any(isinstance(e, ast.Starred) for e in it.elts)
+    elif isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range" and len(it.args) == 1:
+        n = literal_value(it.args[0])
+        ok = isinstance(n, int) and n >= 1 and not it.keywords
+    else:
+        ok = False
+    return ok and not any(isinstance(n, (ast.Break, ast.Continue)) for n in ast.walk(loop))
+
+
+def checks_that_run(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Statements that run whenever the cell passes: the top level and, recursively, the direct
+    body of a loop that ``runs_body``. A check under an ``if`` or a ``try`` may never run, so
+    changing its value would not make the twin fail."""
+    out = []
+    for stmt in body:
+        out.append(stmt)
+        if runs_body(stmt):
+            out += checks_that_run(stmt.body)
+    return out
+
+
+PLACEHOLDER = "…"         # a formatted part of an f-string message, as feedback shows it
+
+
+def message_node(stmt: ast.stmt, call: ast.Call | None = None) -> ast.expr | None:
+    """The message of a check: an assert's, or a check call's ``err_msg=`` / ``msg=``."""
+    if isinstance(stmt, ast.Assert):
+        return stmt.msg
+    if call is not None:
+        return next((k.value for k in call.keywords if k.arg in ("err_msg", "msg")), None)
+    return None
+
+
+def message_text(node: ast.expr | None) -> str | None:
+    """A message as the author wrote it: a plain string, or an f-string with each formatted part
+    shown as ``PLACEHOLDER`` (what it formats may be an expected value); None for anything else."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else PLACEHOLDER
+                       for v in node.values)
+    return None
 
 
 def call_keywords(node: ast.Call) -> dict | None:
@@ -138,16 +205,13 @@ def sites_of(source: str, bind: dict) -> list[tuple[ast.AST, ast.expr, ast.expr,
     out = []
 
     def message_of(stmt, call=None) -> tuple[str, str | None]:
-        node = stmt.msg if isinstance(stmt, ast.Assert) else None
-        if call is not None and not isinstance(stmt, ast.Assert):
-            node = next((k.value for k in call.keywords if k.arg in ("err_msg", "msg")), None)
+        node = message_node(stmt, call)
         text = ast.get_source_segment(source, node) or "" if node is not None else ""
-        plain = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
-        return text, plain
+        return text, message_text(node)
 
     def add(stmt, replaced, lit, val, site, others=()):
         text, plain = message_of(stmt, replaced if isinstance(replaced, ast.Call) else None)
-        if any(_quotes(text, literal_value(node)) for node in (lit, *others)):
+        if any(quotes(text, literal_value(node)) for node in (lit, *others)):
             return
         site.message, site.line, site.key = plain, stmt.lineno, len(out)
         out.append((replaced, lit, val, site))
@@ -188,7 +252,7 @@ def sites_of(source: str, bind: dict) -> list[tuple[ast.AST, ast.expr, ast.expr,
         lit, val = (a, b) if first else (b, a)
         add(stmt, node, lit, val, Site(0, kind, ast.get_source_segment(source, lit), first, where[0], where[1], keywords))
 
-    for stmt in _checks(tree.body):
+    for stmt in checks_that_run(tree.body):
         if isinstance(stmt, ast.Assert):
             condition(stmt, stmt.test)
         elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):

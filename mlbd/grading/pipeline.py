@@ -244,6 +244,7 @@ class GradingRun:
             run = instructor_run.InstructorRun(self.assignment, notebooks)
             if not run.has_references():        # nothing to record: no run
                 self.expected = {}
+                cache.save(key, {})
                 return
             jobs = [Job(f"({who})", self.assignment, [JobNotebook(*nb) for nb in run.notebooks_to_run(perturb)], files,
                         self.job_config(who), self.timeout)
@@ -253,9 +254,10 @@ class GradingRun:
                               "(once per change of source/)")
             futures = [pool.submit(execute_job, job) for job in jobs]
             pool.wait(futures)
-            outcomes = [{o.name: o.notebook for o in f.result().notebooks} for f in futures]
-            self.expected = run.expected(*outcomes)
-            cache.save(key, self.expected)
+            outcomes = [f.result().notebooks for f in futures]
+            self.expected = run.expected(*({o.name: o.notebook for o in out} for out in outcomes))
+            if not any(o.crash for out in outcomes for o in out):     # a crash is not kept: next time again
+                cache.save(key, self.expected)
         except Exception as exc:  # noqa: BLE001  (without them the checks stay in the kernel)
             self.expected = {}
             console.print(f"[bold yellow]warning:[/] the instructor's reference values could not be computed "

@@ -394,7 +394,10 @@ class InsertIntegrityChecks(PrepareStage):
 
     def preprocess(self, nb, resources):
         expected = resources["mlbd"].get("expected") if self.judge_references else None
-        return integrity.add_checks(nb, resources["mlbd"]["seed"], self.judge_literals, expected), resources
+        notes: list[str] = []
+        nb = integrity.add_checks(nb, resources["mlbd"]["seed"], self.judge_literals, expected, notes)
+        self.job(resources).flags.extend(f"{resources['nbgrader']['notebook']}: {n}" for n in notes)
+        return nb, resources
 
 
 class PrepareSubmission(Stages):

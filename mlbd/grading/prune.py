@@ -23,18 +23,12 @@ import ast
 import copy
 import re
 
+from .mutation import READ_METHODS, VIEWS
 from .references import _BUILTINS, Flow, _base, _calls, _final, _names, _transformed
 
-# Methods that read their object and return something new (or a view); never change state.
-PURE_METHODS = {
-    "copy", "astype", "reshape", "sum", "mean", "std", "var", "min", "max", "argmax", "argmin", "dot", "to_numpy",
-    "tolist", "item", "transpose", "ravel", "flatten", "round", "cumsum", "prod", "any", "all", "squeeze", "get",
-    "keys", "values", "items", "count", "startswith", "endswith", "lower", "upper", "strip", "split", "join",
-    "format", "replace", "dropna", "fillna", "equals", "isna", "notna", "median", "predict", "predict_proba",
-    "decision_function", "transform", "score", "clip", "nonzero", "argsort", "sort_values", "sort_index",
-    "reset_index", "drop", "drop_duplicates", "to_list", "unique", "nunique", "value_counts", "get_params",
-    "numpy", "as_list", "outer", "conj", "diagonal", "trace", "take", "repeat", "mask", "where", "abs",
-}
+# Methods that read their object and return something new (or a view); never change state (nor
+# draw, nor call back into code: a pruned statement must leave no trace).
+PURE_METHODS = (READ_METHODS | VIEWS) - {"plot", "hist", "info", "apply", "map", "agg", "evaluate"}
 # Module functions that change their arguments or a global state.
 _IMPURE_FUNCS = {"shuffle", "seed", "fill", "put", "place", "copyto", "resize", "set_seed", "set_random_seed",
                  "next", "iter", "setattr", "delattr", "exec", "eval", "open", "input", "print", "globals", "vars"}

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import nbformat
 
 from . import literals
+from .mutation import HANDED_SAFE, changed_names
 from .literals import _EXPECTED as EXPECTED
 from .literals import _OPS, _ORDER, _VALUE, Site
 
@@ -146,6 +147,11 @@ class Flow:
             head = module if attr is None else f"{module}.{attr}"
         return ".".join([head or func.id, *reversed(parts)])
 
+    def library_path(self, func: ast.expr) -> str:
+        """A call's dotted path when the name it starts from is an import ("numpy.mean"), else ""."""
+        base = _base(func)
+        return self._path(func) if base is not None and self._module(base) else ""
+
     def impure(self, func: ast.expr) -> bool:
         if isinstance(func, ast.Name) and func.id in _IMPURE_BUILTINS and func.id not in self.state:
             return True
@@ -225,11 +231,22 @@ class Flow:
             handed = [*call.args, *(k.value for k in call.keywords)]
             dirty = [a for a in handed if not self.clean(a)]
             base = _base(call.func) if isinstance(call.func, ast.Attribute) else None
-            if not self.clean(call.func) or any(self._callable(a) for a in dirty):
+            if not self.clean(call.func) and self._library_method(call.func):
+                pass        # LogisticRegression(C=c).fit(X, y): the library's own method leaves X alone
+            elif not self.clean(call.func) or any(self._callable(a) for a in dirty):
                 self.taint(set().union(*(_names(a) - _local_names(a) for a in handed if not _fresh(a)))
                            | ({base} if base else set()))
             elif dirty and base:
                 self.taint({base})
+
+    def _library_method(self, func: ast.expr) -> bool:
+        """A method known to leave what it is handed alone, of an object a library call made right there."""
+        if not isinstance(func, ast.Attribute) or func.attr not in HANDED_SAFE:
+            return False
+        node = func.value
+        while isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        return isinstance(node, ast.Call) and bool(self.library_path(node.func))
 
     def _callable(self, node: ast.expr) -> bool:
         """Whether a value that is not clean may be a function of the student's."""
@@ -319,15 +336,16 @@ class Flow:
             self.statement(stmt, checks, found)
 
     def student_cell(self, source: str) -> None:
-        """Whatever a cell the student writes mentions may change (the trusted imports aside)."""
+        """What a cell the student writes binds, or uses in a way that may change it."""
         self.after_student = True
         tree = _transformed(source)
         if tree is None:
             names = set(re.findall(r"[A-Za-z_]\w*", source))
         else:
             stores, loads = _global_mentions(tree.body)
-            # what it reads may be changed in place, but a module or a built-in only by rebinding it
-            names = stores | {n for n in loads if not self._fixed(n)}
+            # what it only reads stays the author's (mutation.changed_names); a module or a built-in
+            # changes only by rebinding it
+            names = stores | changed_names(tree, {n for n in loads if not self._fixed(n)}, self.library_path)
         for name in names:      # rebound: no longer the author's
             self.state[name] = False
             self.defs.pop(name, None)
@@ -415,15 +433,12 @@ def _cell_sites(source: str, flow: Flow) -> list[tuple[ast.AST, ast.expr, ast.ex
     tree = _transformed(source)
     if tree is None:
         return []
-    checks = frozenset(id(s) for s in literals._checks(tree.body))
+    checks = frozenset(id(s) for s in literals.checks_that_run(tree.body))
     out: list = []
     lit = lambda n: literals.literal_value(n) is not None      # noqa: E731
 
     def message_of(stmt, call=None) -> str | None:
-        node = stmt.msg if isinstance(stmt, ast.Assert) else None
-        if call is not None and not isinstance(stmt, ast.Assert):
-            node = next((k.value for k in call.keywords if k.arg in ("err_msg", "msg")), None)
-        return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+        return literals.message_text(literals.message_node(stmt, call))
 
     def add(stmt, replaced, ref, val, site):
         site.message, site.line, site.reference = message_of(stmt, replaced if isinstance(replaced, ast.Call) else None), \
