@@ -81,17 +81,7 @@ THIEF_ANSWER = {"q1": "def double(v):\n    return np.asarray(v) + 0.0", "q2": RI
 
 
 def _answered(course: Path, answers: dict, hook: str | None = None):
-    nb = nbformat.read(str(course / "release" / w.ASSIGNMENT / "rf.ipynb"), as_version=4)
-    cells = []
-    for cell in nb.cells:
-        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if gid in answers:
-            cell.source = answers[gid]
-        cells.append(cell)
-        if gid == "q1" and hook:
-            cells.append(nbformat.v4.new_code_cell(hook))
-    nb.cells = cells
-    return nb
+    return w.answered(course, answers, [("q1", hook)] if hook else None, name="rf")
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ import pytest
 
 from mlbd import variant
 from mlbd.course import CourseError
+from mlbd.grading.instructor_run import Cache
 from mlbd.hub import accounts, launcher
 from mlbd.hub.client import HubError, HubUser
 from mlbd.variant import Variants
@@ -209,7 +210,11 @@ def _student_reads(user: str, *cmd: str) -> subprocess.CompletedProcess:
 
 def test_course_files_closed_to_students(hub):
     repo, course = Path(hub.repo), hub.course_dir
-    secret = [repo / SOURCE_NB, course / SOURCE_NB, course / "gradebook.db", repo / ".git" / "HEAD"]
+    # the instructor's reference values (hidden tests' expected values), written by `mlbd grade` after
+    # the hub closed the course files: closed by the cache's own modes
+    cache = Cache(Path(course), ASSIGNMENT)
+    cache.save("digest", {NB: {"t1": {"1:0:_ref(X)": "[('f', 0.5)]"}}})
+    secret = [repo / SOURCE_NB, course / SOURCE_NB, course / "gradebook.db", repo / ".git" / "HEAD", cache.path]
     for path in secret:
         assert path.is_file(), path
         r = _student_reads("hv_s1", "cat", str(path))

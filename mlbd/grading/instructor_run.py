@@ -43,7 +43,7 @@ RESEED = """def _mlbd_reseed(seed):
 _mlbd_reseed({seed}); del _mlbd_reseed"""
 
 
-def recording_notebook(nb: nbformat.NotebookNode, perturb: int | None = None
+def recording_notebook(nb: nbformat.NotebookNode, perturb: int | None = None, analysis: tuple | None = None
                        ) -> tuple[nbformat.NotebookNode, dict, dict]:
     """The source notebook as one of the instructor's runs executes it.
 
@@ -54,10 +54,10 @@ def recording_notebook(nb: nbformat.NotebookNode, perturb: int | None = None
     references it then no longer needs pruned, ``prune``), so that the grader can check that the
     solution passes each check in that form, against the first run's reference.
 
+    ``analysis``: ``analyse(nb)`` when already done (it is copied, never changed).
     Returns the notebook, key → (grade_id, ``position``), and (grade_id, position) → Site."""
     from .integrity import _trusted_code
-    bind = _binding(nb)
-    found = notebook_sites(nb, bind)
+    bind, found = copy.deepcopy(analysis) if analysis is not None else analyse(nb)
     rng, where, sites = random.Random(perturb), {}, {}
     cells = [nbformat.v4.new_code_cell(literals.recorder_source("reference", RECORDER))]
     for i, cell in enumerate(nb.cells):
@@ -99,9 +99,11 @@ def _wrap_references(source: str, entries: list, where: dict, gid: str) -> str:
     return b"".join(pieces).decode()
 
 
-def _binding(nb) -> dict:
+def analyse(nb: nbformat.NotebookNode) -> tuple[dict, dict]:
+    """The notebook's names bound to modules and its reference sites (``notebook_sites``)."""
     from .integrity import binding_checks
-    return binding_checks(nb)["bind"]
+    bind = binding_checks(nb)["bind"]
+    return bind, notebook_sites(nb, bind)
 
 
 def _encoded(text) -> list | None:
@@ -189,20 +191,23 @@ class InstructorRun:
     notebooks: dict[str, bytes]        # name → the source notebook (with solutions)
     where: dict = field(default_factory=dict)        # (name, run) → key → (grade_id, position)
     sites: dict = field(default_factory=dict)        # name → (grade_id, position) → Site
+    _analysed: dict = field(default_factory=dict, repr=False)   # name → (notebook, ``analyse``'s)
+
+    def _analysis(self, name: str) -> tuple[nbformat.NotebookNode, tuple[dict, dict]]:
+        if name not in self._analysed:
+            nb = nbformat.reads(self.notebooks[name].decode(), as_version=4)
+            self._analysed[name] = (nb, analyse(nb))
+        return self._analysed[name]
 
     def has_references(self) -> bool:
         """Whether any test cell of the notebooks has a check against a clean reference."""
-        for data in self.notebooks.values():
-            nb = nbformat.reads(data.decode(), as_version=4)
-            if notebook_sites(nb, _binding(nb)):
-                return True
-        return False
+        return any(self._analysis(name)[1][1] for name in self.notebooks)
 
     def notebooks_to_run(self, perturb: int | None) -> list[tuple[str, str, str]]:
         out = []
-        for name, data in sorted(self.notebooks.items(), key=lambda kv: f"{kv[0]}.ipynb"):
-            nb = nbformat.reads(data.decode(), as_version=4)
-            recording, where, sites = recording_notebook(nb, perturb)
+        for name in sorted(self.notebooks, key=lambda n: f"{n}.ipynb"):
+            nb, analysis = self._analysis(name)
+            recording, where, sites = recording_notebook(nb, perturb, analysis)
             self.where[(name, perturb is not None)], self.sites[name] = where, sites
             out.append((name, nbformat.writes(recording), nb.metadata.get("kernelspec", {}).get("name", "python3")))
         return out

@@ -195,69 +195,90 @@ def call_keywords(node: ast.Call) -> dict | None:
     return keywords
 
 
-def sites_of(source: str, bind: dict) -> list[tuple[ast.AST, ast.expr, ast.expr, Site]]:
-    """Every check of a cell that can be judged outside the kernel: ``(replaced node, literal
-    node, value node, Site)`` in source order (keys 0, 1, ...)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    out = []
+# What an operand of a check is, to ``CheckFinder``
+FIXED, VALUE, NEITHER = "fixed", "value", "neither"
 
-    def message_of(stmt, call=None) -> tuple[str, str | None]:
-        node = message_node(stmt, call)
-        text = ast.get_source_segment(source, node) or "" if node is not None else ""
-        return text, message_text(node)
 
-    def add(stmt, replaced, lit, val, site, others=()):
-        text, plain = message_of(stmt, replaced if isinstance(replaced, ast.Call) else None)
-        if any(quotes(text, literal_value(node)) for node in (lit, *others)):
+class CheckFinder:
+    """A cell's checks of one value against a fixed side, statement by statement (``statement``):
+    ``assert`` comparisons (``v == 3``, ``0.5 < acc <= 1``), ``assert`` of a call and
+    ``np.testing.*`` statements. ``role(node)`` says what an operand is: FIXED (what the value is
+    checked against: a literal, or with ``reference`` a reference the trusted side knows), VALUE
+    (what the student's kernel computes) or NEITHER (a literal kept as written beside a reference).
+    ``sites``: ``(replaced node, fixed node, value node, Site)`` in the order found (keys 0, 1, ...);
+    a check whose message names one of its literals is left out (a twin would contradict it)."""
+
+    def __init__(self, source: str, bind: dict, role, reference: bool = False):
+        self.source, self.bind, self.role, self.reference = source, bind, role, reference
+        self.sites: list[tuple[ast.AST, ast.expr, ast.expr, Site]] = []
+
+    def statement(self, stmt: ast.stmt) -> None:
+        if isinstance(stmt, ast.Assert):
+            self._condition(stmt, stmt.test)
+        elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+            self._call(stmt, stmt.value, "statement")
+
+    def _text(self, node) -> str:
+        return ast.get_source_segment(self.source, node) or ""
+
+    def _add(self, stmt, replaced, fixed: list, val, site: Site) -> None:
+        node = message_node(stmt, replaced if isinstance(replaced, ast.Call) else None)
+        text = self._text(node) if node is not None else ""
+        if any(quotes(text, v) for v in map(literal_value, fixed) if v is not None):
             return
-        site.message, site.line, site.key = plain, stmt.lineno, len(out)
-        out.append((replaced, lit, val, site))
+        site.message, site.line, site.key = message_text(node), stmt.lineno, len(self.sites)
+        site.literal, site.reference = self._text(fixed[0]), self.reference
+        self.sites.append((replaced, fixed[0], val, site))
 
-    def condition(stmt, test):
+    def _condition(self, stmt, test) -> None:
         if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
             for v in test.values:
-                condition(stmt, v)
+                self._condition(stmt, v)
         elif isinstance(test, ast.Compare) and all(type(op) in _ORDER for op in test.ops):
             operands = [test.left, *test.comparators]
-            values = [o for o in operands if literal_value(o) is None]
-            # one value, compared with literals: x == 3, 0.5 < acc <= 1, c in (1, 2); never a value that
-            # is the container of an `in` (a dict, a History: the recorder carries neither)
-            if len(values) == 1 and not any(isinstance(op, (ast.In, ast.NotIn)) and o is values[0]
-                                             for op, o in zip(test.ops, test.comparators)):
-                val = values[0]
-                i = operands.index(val)
-                lits = [o for o in operands if o is not val]
-                expr = "".join(ast.get_source_segment(source, o) if o is not val else _VALUE for o in operands[:1]) + "".join(
-                    f" {_OPS[type(op)]} " + (_VALUE if o is val else ast.get_source_segment(source, o))
-                    for op, o in zip(test.ops, test.comparators))
-                add(stmt, test, lits[0], val, Site(0, "compare", ast.get_source_segment(source, lits[0]), i > 0,
-                                                   expr=expr), lits[1:])
+            roles = [self.role(o) for o in operands]
+            values = [o for o, r in zip(operands, roles) if r == VALUE]
+            fixed = [o for o, r in zip(operands, roles) if r == FIXED]
+            # one value, compared with what is fixed: x == 3, 0.5 < acc <= 1, c in (1, 2); never a value
+            # that is the container of an `in` (a dict, a History: the recorder carries neither)
+            if len(values) != 1 or not fixed or (self.reference and len(fixed) > 1):
+                return
+            val, ref = values[0], fixed[0]
+            if any(isinstance(op, (ast.In, ast.NotIn)) and o is val for op, o in zip(test.ops, test.comparators)):
+                return
+            spell = lambda o: _VALUE if o is val else _EXPECTED if self.reference and o is ref else self._text(o)  # noqa: E731
+            expr = spell(operands[0]) + "".join(f" {_OPS[type(op)]} {spell(o)}" for op, o in zip(test.ops, test.comparators))
+            self._add(stmt, test, fixed, val, Site(0, "compare", "", operands.index(ref) < operands.index(val), expr=expr))
         elif isinstance(test, ast.Call):
-            call(stmt, test, "call")
+            self._call(stmt, test, "call")
 
-    def call(stmt, node, kind):
-        where = resolve(node.func, bind)
+    def _call(self, stmt, node, kind) -> None:
+        where = resolve(node.func, self.bind)
         if where is None or (kind == "call") == (where[0] == "numpy.testing"):
             return
         keywords = call_keywords(node)
         if keywords is None:
             return
         a, b = node.args
-        if (literal_value(a) is None) == (literal_value(b) is None):
+        roles = (self.role(a), self.role(b))
+        if set(roles) != {FIXED, VALUE}:
             return
-        first = literal_value(a) is not None
-        lit, val = (a, b) if first else (b, a)
-        add(stmt, node, lit, val, Site(0, kind, ast.get_source_segment(source, lit), first, where[0], where[1], keywords))
+        first = roles[0] == FIXED
+        fixed, val = (a, b) if first else (b, a)
+        self._add(stmt, node, [fixed], val, Site(0, kind, "", first, where[0], where[1], keywords))
 
+
+def sites_of(source: str, bind: dict) -> list[tuple[ast.AST, ast.expr, ast.expr, Site]]:
+    """Every check of a cell against literals, judged outside the kernel: ``(replaced node, literal
+    node, value node, Site)`` in source order (keys 0, 1, ...)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    finder = CheckFinder(source, bind, lambda n: VALUE if literal_value(n) is None else FIXED)
     for stmt in checks_that_run(tree.body):
-        if isinstance(stmt, ast.Assert):
-            condition(stmt, stmt.test)
-        elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
-            call(stmt, stmt.value, "statement")
-    return out
+        finder.statement(stmt)
+    return finder.sites
 
 
 def line_offsets(source: str) -> list[int]:

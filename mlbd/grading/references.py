@@ -37,8 +37,7 @@ import nbformat
 
 from . import literals
 from .mutation import HANDED_SAFE, changed_names
-from .literals import _EXPECTED as EXPECTED
-from .literals import _OPS, _ORDER, _VALUE, Site
+from .literals import Site
 
 _IMPURE_BUILTINS = {"open", "input", "globals", "locals", "vars", "eval", "exec", "compile", "__import__",
                     "breakpoint", "id", "hash", "setattr", "delattr"}
@@ -434,61 +433,15 @@ def _cell_sites(source: str, flow: Flow) -> list[tuple[ast.AST, ast.expr, ast.ex
     if tree is None:
         return []
     checks = frozenset(id(s) for s in literals.checks_that_run(tree.body))
-    out: list = []
-    lit = lambda n: literals.literal_value(n) is not None      # noqa: E731
 
-    def message_of(stmt, call=None) -> str | None:
-        return literals.message_text(literals.message_node(stmt, call))
+    def role(node):
+        if literals.literal_value(node) is not None:
+            return literals.NEITHER
+        return literals.FIXED if flow.clean(node) else literals.VALUE
 
-    def add(stmt, replaced, ref, val, site):
-        site.message, site.line, site.reference = message_of(stmt, replaced if isinstance(replaced, ast.Call) else None), \
-            stmt.lineno, True
-        site.literal = ast.get_source_segment(source, ref) or ""
-        out.append((replaced, ref, val, site))
-
-    def condition(stmt, test):
-        if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
-            for v in test.values:
-                condition(stmt, v)
-        elif isinstance(test, ast.Compare) and all(type(op) in _ORDER for op in test.ops):
-            operands = [test.left, *test.comparators]
-            dirty = [o for o in operands if not lit(o) and not flow.clean(o)]
-            refs = [o for o in operands if not lit(o) and flow.clean(o)]
-            if len(dirty) != 1 or len(refs) != 1:
-                return
-            val, ref = dirty[0], refs[0]
-            if any(isinstance(op, (ast.In, ast.NotIn)) and o is val for op, o in zip(test.ops, test.comparators)):
-                return
-            spell = lambda o: _VALUE if o is val else EXPECTED if o is ref else ast.get_source_segment(source, o)  # noqa: E731
-            expr = spell(operands[0]) + "".join(f" {_OPS[type(op)]} {spell(o)}" for op, o in zip(test.ops, test.comparators))
-            add(stmt, test, ref, val, Site(0, "compare", "", operands.index(ref) < operands.index(val), expr=expr))
-        elif isinstance(test, ast.Call):
-            call(stmt, test, "call")
-
-    def call(stmt, node, kind):
-        where = literals.resolve(node.func, flow.bind)
-        if where is None or (kind == "call") == (where[0] == "numpy.testing"):
-            return
-        keywords = literals.call_keywords(node)
-        if keywords is None:
-            return
-        a, b = node.args
-        if lit(a) or lit(b) or flow.clean(a) == flow.clean(b):
-            return
-        first = flow.clean(a)
-        ref, val = (a, b) if first else (b, a)
-        add(stmt, node, ref, val, Site(0, kind, "", first, where[0], where[1], keywords))
-
-    def found(stmt):
-        if isinstance(stmt, ast.Assert):
-            condition(stmt, stmt.test)
-        elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
-            call(stmt, stmt.value, "statement")
-
-    flow.block(tree.body, checks, found)
-    for k, entry in enumerate(out):
-        entry[3].key = k
-    return out
+    finder = literals.CheckFinder(source, flow.bind, role, reference=True)
+    flow.block(tree.body, checks, finder.statement)
+    return finder.sites
 
 
 def _is_test(cell) -> bool:

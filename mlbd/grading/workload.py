@@ -153,14 +153,15 @@ def make_course(root: Path, timeout: int = 60, mlbd_settings: bool = True, memor
     return root
 
 
-def release_notebook(root: Path) -> nbformat.NotebookNode:
-    return nbformat.read(str(Path(root) / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"), as_version=4)
+def release_notebook(root: Path, name: str = NOTEBOOK) -> nbformat.NotebookNode:
+    return nbformat.read(str(Path(root) / "release" / ASSIGNMENT / f"{name}.ipynb"), as_version=4)
 
 
-def answered(root: Path, answers: dict[str, str], extra_cells: list[tuple[str, str]] | None = None):
-    """The released notebook with ``answers`` (grade_id → code) filled in; ``extra_cells`` are
-    ``(after_grade_id, source)`` free cells inserted after a cell."""
-    nb = release_notebook(root)
+def answered(root: Path, answers: dict[str, str], extra_cells: list[tuple[str, str]] | None = None,
+             name: str = NOTEBOOK):
+    """The released notebook ``name`` with ``answers`` (grade_id → code) filled in; ``extra_cells``
+    are ``(after_grade_id, source)`` free cells inserted after a cell."""
+    nb = release_notebook(root, name)
     cells = []
     for cell in nb.cells:
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
