@@ -210,9 +210,12 @@ def _student_reads(user: str, *cmd: str) -> subprocess.CompletedProcess:
 
 def test_course_files_closed_to_students(hub):
     repo, course = Path(hub.repo), hub.course_dir
-    # the instructor's reference values (hidden tests' expected values), written by `mlbd grade` after
-    # the hub closed the course files: closed by the cache's own modes
-    cache = Cache(Path(course), ASSIGNMENT)
+    # the instructor's reference values (hidden tests' expected values), as `mlbd grade` writes them in a
+    # course directory every user can traverse, after the hub closed the course files: the cache's own
+    # modes close them
+    open_course = Path(tempfile.mkdtemp(dir=hub.state_dir))
+    os.chmod(open_course, 0o755)
+    cache = Cache(open_course, ASSIGNMENT)
     cache.save("digest", {NB: {"t1": {"1:0:_ref(X)": "[('f', 0.5)]"}}})
     secret = [repo / SOURCE_NB, course / SOURCE_NB, course / "gradebook.db", repo / ".git" / "HEAD", cache.path]
     for path in secret:
