@@ -16,9 +16,13 @@ ENV MLBD_OFFLINE=1 \
 COPY requirements.lock /opt/mlbd/requirements.lock
 COPY pyproject.toml README.md nbgrader_config.py /opt/mlbd/
 COPY mlbd /opt/mlbd/mlbd
+# pip cannot leave out a dependency as uv does (pyproject.toml's [tool.uv] exclude-dependencies):
+# rfc3987-syntax (jsonschema's optional IRI checker, ~1 s to import in every grading process) comes
+# in through jupyter-events' extra and goes again.
 RUN pip install -r /opt/mlbd/requirements.lock \
  && pip install --no-deps /opt/mlbd \
- && pip install --no-deps ngshare-exchange==0.5.3
+ && pip install --no-deps ngshare-exchange==0.5.3 \
+ && pip uninstall -y rfc3987-syntax lark
 
 WORKDIR /srv/course
 CMD ["mlbd", "grade", "--help"]
