@@ -14,6 +14,7 @@ from mlbd import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 WRONG_DIR = Path(__file__).resolve().parent / "wrong_answers"
+RIGHT_DIR = Path(__file__).resolve().parent / "right_answers"
 TF_ASSIGNMENTS = {f"lecture{n:02d}" for n in range(10, 16)} | {"coursework2"}
 
 

@@ -12,7 +12,7 @@ import pytest
 from mlbd import validate
 from mlbd.course import notebook_meta
 
-from conftest import WRONG_DIR, _cached, release_path, source_notebooks, uses_tensorflow
+from conftest import RIGHT_DIR, WRONG_DIR, _cached, release_path, source_notebooks, uses_tensorflow
 
 
 def test_assignment_has_notebooks_and_release(assignment):
@@ -93,9 +93,6 @@ def test_known_wrong_answers_lose_marks(assignment, second_runs):
             if r["passed"]:
                 problems.append(f"line {w.line} ({w.description}): still passes {r['passed']}")
     assert not problems, "known wrong answers that keep their marks:\n" + "\n".join(problems)
-
-
-RIGHT_DIR = WRONG_DIR.parent / "right_answers"
 
 
 def _right_answers_by_notebook(assignment):

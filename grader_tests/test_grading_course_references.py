@@ -20,13 +20,12 @@ from mlbd import validate
 from mlbd.course import tool_env
 from mlbd.demo import scratch_course
 
-from conftest import ROOT, WRONG_DIR, release_path, source_notebooks
+from conftest import RIGHT_DIR, ROOT, WRONG_DIR, release_path, source_notebooks
 from test_grading_redteam import _PAIR_AWARE
 
 pytestmark = pytest.mark.xdist_group("grading-course-references")
 
 ASSIGNMENT, SOLUTION, TEST = "lecture10", "backprop", "test_backprop"
-RIGHT_DIR = WRONG_DIR.parent / "right_answers"
 
 
 def _with(nb_path: Path, code: str | None = None, hook: str | None = None) -> nbformat.NotebookNode:
