@@ -105,6 +105,16 @@ def test_what_a_students_cell_mentions_is_not_clean(student, left):
     ("assert np.allclose(f(1), np.load('ref.npy'))", []),
     ("from mlbd import variant\nassert np.allclose(f(1), variant.rng('a').random())", []),
     ("assert f(1) == globals()['data'][1]", []),
+    # ... nor anything that reaches them inside an author's function, or reads an impure module
+    # without calling it (two runs with different variants can still agree by chance: lecture 2's
+    # `make_readings()` drew each student's sensor log, and one sensor in five was the most missing)
+    ("from mlbd import variant\ndef _mine():\n    return variant.rng('a').random()\nassert np.allclose(f(1), _mine())", []),
+    ("from mlbd import variant\ndef _mine():\n    return variant.rng('a').random()\ndef _ref():\n    return _mine() + 1\n"
+     "assert np.allclose(f(1), _ref())", []),
+    ("import mlbd.variant\nclass _R:\n    def v(self):\n        return mlbd.variant.rng('a').random()\nassert f(1) == _R().v()", []),
+    ("import os\nassert f(1) == len(os.environ['HOME'])", []),
+    ("import sys\nassert f(1) == len(sys.argv)", []),
+    ("def _pure(v):\n    return 2 * np.asarray(v)\nassert np.allclose(f(1), _pure(1))", ["_pure(1)"]),
     # both sides the student's, or both the author's: not a reference check
     ("assert f(1) == f(1.0)", []),
     ("assert _twice(1) == 2 * data[1]", []),

@@ -164,9 +164,20 @@ class Flow:
         for n in ast.walk(node):
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in local and not self.clean_name(n.id):
                 return False
+        return not self.reaches_outside(node)
+
+    def reaches_outside(self, node: ast.AST) -> bool:
+        """Whether ``node`` (an expression, or a whole function or class) calls something impure or
+        reads an impure module (``variant.rng(…)``, ``os.environ["…"]``, ``sys.argv``): its value may
+        differ from run to run, or from student to student, however clean the names it reads."""
+        for n in ast.walk(node):
             if isinstance(n, ast.Call) and self.impure(n.func):
-                return False
-        return True
+                return True
+            if isinstance(n, (ast.Attribute, ast.Name)) and isinstance(n.ctx, ast.Load):
+                path = self.library_path(n)
+                if any(path == m or path.startswith(m + ".") for m in _IMPURE_MODULES):
+                    return True
+        return False
 
     # -- effects ----------------------------------------------------------------------------
     def taint(self, names) -> None:
@@ -254,8 +265,11 @@ class Flow:
     def statement(self, stmt: ast.stmt, checks: frozenset = frozenset(), found=None) -> None:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             self.funcs[stmt.name] = _free(stmt)
+            # a function is clean when what it reads is (checked at each use, ``clean_name``) and its
+            # body reaches nothing impure: ``def make_readings(): rng = variant.rng(…)`` draws the
+            # student's variant, so a reference computed by calling it differs between students
             self.state[stmt.name] = all(self.clean(d) for d in stmt.decorator_list) and \
-                all(self.clean(b) for b in getattr(stmt, "bases", []))
+                all(self.clean(b) for b in getattr(stmt, "bases", [])) and not self.reaches_outside(stmt)
             self.defs[stmt.name] = stmt
             if self.visit:
                 self.visit(stmt, self.state[stmt.name] and self.clean_name(stmt.name))
