@@ -122,6 +122,42 @@ def test_what_the_kernel_records_comes_back_as_the_same_value():
             assert back == v and repr(back) == repr(v)
 
 
+def test_pandas_frames_series_and_indexes_come_back_equal_and_the_rest_equals_nothing():
+    """Frames, series and indexes of numbers, bools, strings (pandas' own string dtype too) and
+    plain objects, with their index, columns, names and dtypes, come back as pandas' own testing
+    functions compare them; a part the recorder does not carry makes the whole value equal nothing."""
+    import pandas as pd
+
+    carried = [
+        pd.DataFrame([[1, np.nan, 2], [2, 3, 5], [np.nan, 4, 6]]), pd.DataFrame(),
+        pd.DataFrame({"a": [1, 2], "b": ["x", None]}, index=["r1", "r2"]),
+        pd.DataFrame({"n": np.array([5, 2], dtype=np.int32), "f": [1.0, .4], "ok": [True, False]}, index=pd.Index(["mu", "z"], name="nm")),
+        pd.DataFrame(np.arange(6, dtype=np.float32).reshape(3, 2), columns=["x", "x"]),
+        pd.Series([1.5, np.nan, -np.inf], index=list("abc"), name="s"), pd.Series([], dtype=float),
+        pd.Series(["a", None], dtype=object), pd.Series([[1, 2], (3,)], dtype=object),
+        pd.Index([3, 1, 2], name="k"), pd.RangeIndex(2, 10, 2), pd.Index(["a", "b"], dtype=object),
+    ]
+    not_carried = [pd.DataFrame({"c": pd.Categorical(["a"])}), pd.DataFrame({"d": pd.to_datetime(["2020-01-01"])}),
+                   pd.Series([1, 2], dtype="Int64"), pd.Series(["a", None], dtype="string"), pd.Series([object()]),
+                   pd.DataFrame({"a": [1]}, index=pd.MultiIndex.from_tuples([(1, 2)])), pd.DataFrame(np.zeros((300, 200)))]
+    ns = _kernel()
+    for i, v in enumerate(carried + not_carried):
+        ns["_t_chk"](i, v)
+    got = literals.parse_records(repr(ns["_t_chk"].take()))
+    assert [k for _, k, _ in got] == list(range(len(carried) + len(not_carried)))
+    for (_, _, back), v in zip(got, carried):
+        check = {pd.DataFrame: pd.testing.assert_frame_equal, pd.Series: pd.testing.assert_series_equal}.get(type(v))
+        if check:
+            check(back, v, check_exact=True)
+        else:
+            pd.testing.assert_index_equal(back, v, exact=True)
+    for (_, _, back), v in zip(got[len(carried):], not_carried):
+        assert isinstance(back, literals.Unrecorded), v
+        func = "assert_frame_equal" if isinstance(v, pd.DataFrame) else "assert_series_equal"
+        site = literals.Site(0, "statement", "want", False, "pandas.testing", func, {}, reference=True)
+        assert literals.holds(site, v, v) and not literals.holds(site, back, v)
+
+
 def test_a_value_the_recorder_does_not_carry_equals_nothing():
     class Yes(int):            # an answer whose == says yes to anything
         def __eq__(self, other):

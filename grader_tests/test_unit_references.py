@@ -115,6 +115,26 @@ def test_what_a_students_cell_mentions_is_not_clean(student, left):
     ("import os\nassert f(1) == len(os.environ['HOME'])", []),
     ("import sys\nassert f(1) == len(sys.argv)", []),
     ("def _pure(v):\n    return 2 * np.asarray(v)\nassert np.allclose(f(1), _pure(1))", ["_pure(1)"]),
+    # copies made in a comprehension share nothing with what they copy; `a or b` is one of them
+    ("_xs = (data, data + 1)\n_cs = [x.copy() for x in _xs]\n_got = f(*_xs)\nassert np.allclose(_got, _twice(_cs[0]))",
+     ["_twice(_cs[0])"]),
+    ("_xs = (data, data + 1)\n_cs = [x for x in _xs]\n_got = f(*_xs)\nassert np.allclose(_got, _twice(_cs[0]))", []),
+    ("_y = None or data\n_got = f(_y)\nassert np.allclose(_got, _twice(data))", []),
+    # a built-in a tainted value was made with is not changed by it (it was, and every later
+    # `list(...)`, `float(...)` reference was left in the kernel; with the copies above, 16 checks of 6
+    # course test cells were found only once both were fixed)
+    ("_m = map(float, (1, 2))\n_got = f(_m)\nassert np.allclose(f(1), _twice(float(data[1])))", ["_twice(float(data[1]))"]),
+    # a new object made from a generator's draw shares nothing with the generator, so handing it
+    # to the student leaves later draws clean (lecture 2's `m` after `frame = pd.DataFrame(_rng.uniform(…))`)
+    ("_g = np.random.default_rng(0)\n_a = np.asarray(_g.uniform(size=6))\n_got = f(_a)\n_b = _g.uniform(size=6)\n"
+     "assert np.allclose(f(_b.copy()), _twice(_b))", ["_twice(_b)"]),
+    ("_a = np.asarray(data)\n_got = f(_a)\nassert np.allclose(_got, _twice(data))", []),      # a view of data
+    # a loop over rows: each name takes its own column (numbers there stay clean when handed over)
+    ("for _n, _v in [(2, (1, 2)), (3, np.arange(3.0))]:\n    assert np.allclose(f(_n), _twice(_n))", ["_twice(_n)"]),
+    ("for _n, _v in [(2, [1.0]), (3, [2.0])]:\n    _got = f(_v)\n    assert np.allclose(_got, _twice(_v))", []),
+    # a name bound anew shares nothing with what it held, but what was tied through it stays tied
+    ("_a = data\n_b = _a\n_a = np.zeros(6)\n_got = f(_b)\nassert np.allclose(f(1), _twice(data[1]))", []),
+    ("_a = data\n_a = np.zeros(6)\n_got = f(_a)\nassert np.allclose(f(1), _twice(data[1]))", ["_twice(data[1])"]),
     # both sides the student's, or both the author's: not a reference check
     ("assert f(1) == f(1.0)", []),
     ("assert _twice(1) == 2 * data[1]", []),
@@ -154,13 +174,14 @@ def _expected(nb, solution=lambda v: 2 * np.asarray(v)) -> dict:
     return instructor_run.agreed(instructor_run.recorded(first, where1), instructor_run.recorded(second, where2), sites)
 
 
-def _graded(f, swallow=False):
-    nb = _nb()
+def _graded(f, swallow=False, test=TEST, setup=SETUP):
+    nb = _nb(test=test, setup=setup)
     expected = _expected(nb)
-    kernel, sites = literals.rewrite(TEST, "_t_chk", integrity.binding_checks(nb)["bind"], 0, frozenset(),
+    kernel, sites = literals.rewrite(test, "_t_chk", integrity.binding_checks(nb)["bind"], 0, frozenset(),
                                      [e for e in references.notebook_sites(nb, integrity.binding_checks(nb)["bind"])[2][0]
                                       if (e[3].__setattr__("expected", expected["t1"][references.position(e)]) or True)])
     ns = _kernel(f)
+    exec(setup, ns)
     code = kernel
     if swallow:
         code = "try:\n" + textwrap.indent(code, "    ") + "\nexcept BaseException:\n    pass\n"
@@ -187,6 +208,45 @@ def test_the_kernel_runs_the_check_without_the_reference_and_the_grader_judges_i
 def test_a_wrong_answer_fails_even_when_the_kernel_swallows_every_failure(f):
     _kernel_source, verdict = _graded(f, swallow=True)
     assert verdict.failed is not None
+
+
+PD_SETUP = SETUP + "import pandas as pd\n"
+PD_WRAPPER = textwrap.dedent('''\
+    def _check_frame(got, want, msg, **kw):
+        try:
+            pd.testing.assert_frame_equal(got, want, **kw)
+        except AssertionError:
+            raise AssertionError(msg) from None
+    ''')
+PD_TEST = PD_WRAPPER + textwrap.dedent('''\
+    _df = pd.DataFrame({"a": data.copy()}, index=list("uvwxyz"))
+    _got = pd.DataFrame({"a": f(data.copy())}, index=list("uvwxyz"))
+    _check_frame(_got, _df * 2, msg="f is wrong", check_dtype=False)
+    pd.testing.assert_series_equal(_got["a"], _df["a"] * 2, obj="column a")''')
+
+
+def test_pandas_checks_and_the_authors_wrappers_of_them_are_judged_here():
+    """``pd.testing.assert_*_equal`` and a helper of the test's own that only re-raises its failure
+    with the author's message (lecture 2's ``_check_frame``) are judged on the frames the kernel
+    recorded, with the author's keywords and message; the kernel never runs them."""
+    assert _refs(_nb(test=PD_TEST, setup=PD_SETUP)) == ["_df * 2", '_df["a"] * 2']
+    kernel, verdict = _graded(lambda v: 2 * np.asarray(v), test=PD_TEST, setup=PD_SETUP)
+    assert verdict.failed is None and "_check_frame(_got" not in kernel and "assert_series_equal" not in kernel
+    _, verdict = _graded(lambda v: 3 * np.asarray(v), swallow=True, test=PD_TEST, setup=PD_SETUP)
+    assert verdict.failed is not None and verdict.failed.message == "f is wrong"
+    # the wrapper's check_dtype=False holds for integers; assert_series_equal checks dtypes by default
+    _, verdict = _graded(lambda v: (2 * np.asarray(v)).astype(int), swallow=True, test=PD_TEST, setup=PD_SETUP)
+    assert verdict.failed is not None and verdict.failed.message == "column a"
+
+
+@pytest.mark.parametrize("wrapper", [
+    PD_WRAPPER.replace("raise AssertionError(msg) from None", "pass"),                   # swallows
+    PD_WRAPPER.replace("except AssertionError:", "except AssertionError:\n        print(want)"),
+    PD_WRAPPER.replace("(got, want, **kw)", "(want, want, **kw)"),                        # compares the wrong things
+    PD_WRAPPER + "_check_frame = lambda *a, **k: None\n",                                # rebound in the cell
+])
+def test_a_helper_that_does_more_or_less_than_re_raise_is_not_a_check(wrapper):
+    assert _refs(_nb(test=PD_TEST.replace(PD_WRAPPER, wrapper), setup=PD_SETUP)) == ['_df["a"] * 2']
 
 
 def test_a_reference_checked_fewer_or_more_times_than_in_the_instructors_run_fails():

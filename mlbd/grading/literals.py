@@ -27,9 +27,14 @@ import numpy
 _FUNCS = {"numpy": {"isclose", "allclose", "array_equal"},
           "math": {"isclose"},
           "numpy.testing": {"assert_allclose", "assert_array_equal", "assert_array_almost_equal",
-                            "assert_almost_equal", "assert_equal"}}
-_KEYWORDS = {"rtol", "atol", "rel_tol", "abs_tol", "decimal", "equal_nan", "strict"}
-_MESSAGES = {"err_msg", "msg", "verbose"}
+                            "assert_almost_equal", "assert_equal"},
+          "pandas.testing": {"assert_frame_equal", "assert_series_equal", "assert_index_equal"}}
+_STATEMENTS = {"numpy.testing", "pandas.testing"}      # modules whose checks raise rather than return
+_KEYWORDS = {"rtol", "atol", "rel_tol", "abs_tol", "decimal", "equal_nan", "strict",
+             "check_dtype", "check_exact", "check_names", "check_index_type", "check_column_type", "check_like",
+             "check_categorical", "check_freq", "check_flags", "check_series_type", "check_frame_type",
+             "check_index", "check_order", "exact"}
+_MESSAGES = {"err_msg", "msg", "verbose", "obj"}
 MAX_RECORDS_TEXT = 1_000_000        # characters of recorded values the grader reads per cell (a whole
                                     # course notebook's solution records under 3,000)
 
@@ -114,7 +119,9 @@ def quotes(message: str, value) -> bool:
     low = message.lower()
     for v in value if isinstance(value, (list, tuple)) else [value]:
         if isinstance(v, str):
-            if v.lower() in low:
+            # a word is named as a word ("a" is not named by "lower-case"), anything else as written
+            word = re.fullmatch(r"\w+", v) is not None
+            if (re.search(rf"(?<!\w){re.escape(v.lower())}(?!\w)", low) if word else v.lower() in low):
                 return True
             continue
         spellings = [re.escape(repr(v))] + ([str(int(v))] if float(v).is_integer() else [])
@@ -162,7 +169,8 @@ def message_node(stmt: ast.stmt, call: ast.Call | None = None) -> ast.expr | Non
     if isinstance(stmt, ast.Assert):
         return stmt.msg
     if call is not None:
-        return next((k.value for k in call.keywords if k.arg in ("err_msg", "msg")), None)
+        named = {k.arg: k.value for k in call.keywords}
+        return next((named[k] for k in ("err_msg", "msg", "obj") if k in named), None)
     return None
 
 
@@ -195,6 +203,58 @@ def call_keywords(node: ast.Call) -> dict | None:
     return keywords
 
 
+def comparison_wrappers(source: str, bind: dict) -> dict[str, tuple[str, str, str]]:
+    """The cell's own helpers that only re-raise a check's failure with the author's message,
+    ``name → (module, function, message parameter)``: at the top level, bound nowhere else in the
+    cell, exactly::
+
+        def _check_frame(got, want, msg, **kw):
+            try:
+                pd.testing.assert_frame_equal(got, want, **kw)
+            except AssertionError:
+                raise AssertionError(msg) from None
+
+    A call ``_check_frame(a, b, msg="…", check_dtype=False)`` is then that check with that message."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return {}
+    bound: dict[str, int] = {}
+    for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+        names = [node.name] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else \
+            [node.id] if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load) else \
+            [a.asname or a.name.split(".")[0] for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
+        for n in names:
+            bound[n] = bound.get(n, 0) + 1
+    out = {}
+    for fn in body:
+        if not isinstance(fn, ast.FunctionDef) or fn.decorator_list or bound.get(fn.name) != 1:
+            continue
+        a = fn.args
+        params = [x.arg for x in a.args]
+        if len(params) != 3 or a.posonlyargs or a.vararg or a.kwonlyargs or a.defaults or a.kwarg is None:
+            continue
+        if len(fn.body) != 1 or not isinstance(fn.body[0], ast.Try):
+            continue
+        t = fn.body[0]
+        if t.orelse or t.finalbody or len(t.body) != 1 or len(t.handlers) != 1 or not isinstance(t.body[0], ast.Expr):
+            continue
+        call, h = t.body[0].value, t.handlers[0]
+        where = resolve(call.func, bind) if isinstance(call, ast.Call) else None
+        if where is None or where[0] not in _STATEMENTS:
+            continue
+        if [getattr(x, "id", None) for x in call.args] != params[:2] or len(call.keywords) != 1 or \
+                call.keywords[0].arg is not None or getattr(call.keywords[0].value, "id", None) != a.kwarg.arg:
+            continue
+        r = h.body[0] if len(h.body) == 1 else None
+        if not (isinstance(h.type, ast.Name) and h.type.id == "AssertionError" and h.name is None and bound.get("AssertionError") is None
+                and isinstance(r, ast.Raise) and isinstance(r.exc, ast.Call) and getattr(r.exc.func, "id", None) == "AssertionError"
+                and len(r.exc.args) == 1 and getattr(r.exc.args[0], "id", None) == params[2] and not r.exc.keywords):
+            continue
+        out[fn.name] = (where[0], where[1], params[2])
+    return out
+
+
 # What an operand of a check is, to ``CheckFinder``
 FIXED, VALUE, NEITHER = "fixed", "value", "neither"
 
@@ -211,6 +271,7 @@ class CheckFinder:
     def __init__(self, source: str, bind: dict, role, reference: bool = False):
         self.source, self.bind, self.role, self.reference = source, bind, role, reference
         self.sites: list[tuple[ast.AST, ast.expr, ast.expr, Site]] = []
+        self.wrappers = comparison_wrappers(source, bind)
 
     def statement(self, stmt: ast.stmt) -> None:
         if isinstance(stmt, ast.Assert):
@@ -221,8 +282,8 @@ class CheckFinder:
     def _text(self, node) -> str:
         return ast.get_source_segment(self.source, node) or ""
 
-    def _add(self, stmt, replaced, fixed: list, val, site: Site) -> None:
-        node = message_node(stmt, replaced if isinstance(replaced, ast.Call) else None)
+    def _add(self, stmt, replaced, fixed: list, val, site: Site, message: ast.expr | None = None) -> None:
+        node = message if message is not None else message_node(stmt, replaced if isinstance(replaced, ast.Call) else None)
         text = self._text(node) if node is not None else ""
         if any(quotes(text, v) for v in map(literal_value, fixed) if v is not None):
             return
@@ -253,8 +314,13 @@ class CheckFinder:
             self._call(stmt, test, "call")
 
     def _call(self, stmt, node, kind) -> None:
-        where = resolve(node.func, self.bind)
-        if where is None or (kind == "call") == (where[0] == "numpy.testing"):
+        where, message = resolve(node.func, self.bind), None
+        wrapper = self.wrappers.get(node.func.id) if isinstance(node.func, ast.Name) else None
+        if wrapper is not None and kind == "statement":
+            where, (node, message) = wrapper[:2], _unwrapped(node, wrapper[2])
+            if node is None:
+                return
+        if where is None or (kind == "call") == (where[0] in _STATEMENTS):
             return
         keywords = call_keywords(node)
         if keywords is None:
@@ -265,7 +331,20 @@ class CheckFinder:
             return
         first = roles[0] == FIXED
         fixed, val = (a, b) if first else (b, a)
-        self._add(stmt, node, [fixed], val, Site(0, kind, "", first, where[0], where[1], keywords))
+        self._add(stmt, node, [fixed], val, Site(0, kind, "", first, where[0], where[1], keywords), message)
+
+
+def _unwrapped(call: ast.Call, message_param: str) -> tuple[ast.Call | None, ast.expr | None]:
+    """A call of a ``comparison_wrappers`` helper as the call of the check it wraps (same node
+    positions, so that ``rewrite`` replaces the whole call), and the message it was handed."""
+    args, keywords = list(call.args), [k for k in call.keywords if k.arg != message_param]
+    message = next((k.value for k in call.keywords if k.arg == message_param), None)
+    if len(args) == 3 and message is None:
+        message = args.pop()
+    if message is None or len(args) != 2 or any(k.arg is None for k in keywords):
+        return None, None
+    inner = ast.Call(func=call.func, args=args, keywords=keywords)
+    return ast.copy_location(inner, call), message
 
 
 def sites_of(source: str, bind: dict) -> list[tuple[ast.AST, ast.expr, ast.expr, Site]]:
@@ -359,6 +438,9 @@ def _{nonce}_make():
                 return ("g", v.dtype.str, enc(v.item(), depth + 1))
             if t is np.dtype or isinstance(v, np.dtype):
                 return ("d", v.str)
+        pd = sys.modules.get("pandas")
+        if pd is not None and t in (pd.DataFrame, pd.Series, pd.Index, pd.RangeIndex):
+            return enc_pandas(pd, t, v, depth)
         if t.__module__.startswith("tensorflow") and t.__name__ in ("EagerTensor", "ResourceVariable"):
             try:
                 return enc(v.numpy(), depth + 1)
@@ -370,6 +452,30 @@ def _{nonce}_make():
             except Exception:
                 return ("?", "TensorShape")
         return ("?", t.__name__[:100])
+    def enc_values(v, depth):
+        # a Series' or an Index's values: numpy numbers, bools and strings as an array, objects one by one
+        np, dt = sys.modules["numpy"], v.dtype
+        if isinstance(dt, np.dtype) and dt.kind in "biufUO":
+            name = dt.str
+        elif type(dt).__name__ == "StringDtype" and isinstance(dt.na_value, float):
+            name = "str/" + str(dt.storage)       # pandas' default string dtype (NaN for missing)
+        else:
+            return ("?", "values of " + str(dt)[:60])
+        if len(v) > budget[0]:
+            return ("?", "too large")
+        budget[0] -= len(v)
+        return ("values", name, [enc(x, depth + 1) for x in v.tolist()])
+    def enc_pandas(pd, t, v, depth):
+        if t is pd.RangeIndex:
+            return ("range", v.start, v.stop, v.step, enc(v.name, depth + 1))
+        if t is pd.Index:
+            return ("index", enc_values(v, depth), enc(v.name, depth + 1))
+        if t is pd.Series:
+            return ("series", enc_values(v, depth), enc(v.index, depth + 1), enc(v.name, depth + 1))
+        if v.shape[0] * v.shape[1] > budget[0]:
+            return ("?", "too large")
+        return ("frame", enc(v.index, depth + 1), enc(v.columns, depth + 1),
+                [enc_values(v.iloc[:, j], depth) for j in range(v.shape[1])])
     def chk(key, value):
         try:
             n = get_ipython().execution_count
@@ -474,7 +580,105 @@ def decode(e):
         return _Shape(dims)
     if tag == "?" and len(rest) == 1 and isinstance(rest[0], str):
         return Unrecorded(rest[0][:100])
+    if tag in _PANDAS_TAGS:
+        return _decode_pandas(tag, rest)
     raise Unreadable(f"unknown record {tag!r}")
+
+
+_PANDAS_TAGS = ("range", "index", "series", "frame")
+
+
+class _NotCarried(Exception):
+    """Part of a pandas object the recorder did not carry (a categorical column, dates)."""
+
+
+def _values(e) -> tuple[numpy.ndarray, numpy.dtype]:
+    """A Series' or an Index's values as recorded, and their dtype (numbers, bools, strings, objects)."""
+    if isinstance(e, tuple) and len(e) == 2 and e[0] == "?":
+        raise _NotCarried(str(e[1])[:100])
+    if not (isinstance(e, tuple) and len(e) == 3 and e[0] == "values" and isinstance(e[1], str) and isinstance(e[2], list)):
+        raise Unreadable("values")
+    if e[1] in ("str/python", "str/pyarrow"):
+        import pandas
+
+        values = [decode(x) for x in e[2]]
+        if not all(isinstance(x, str) or (isinstance(x, float) and math.isnan(x)) for x in values):
+            raise _NotCarried("strings")
+        dtype = pandas.StringDtype(e[1][4:], na_value=numpy.nan)
+        return pandas.array(values, dtype=dtype), dtype
+    dtype = numpy.dtype(e[1])
+    if dtype.kind not in "biufUO":
+        raise Unreadable("values")
+    values = [decode(x) for x in e[2]]
+    if dtype.kind != "O":
+        return numpy.array(values, dtype=dtype), dtype
+    out = numpy.empty(len(values), dtype=object)      # element by element: a list stays one element
+    for i, v in enumerate(values):
+        out[i] = v
+    return out, dtype
+
+
+def _decode_pandas(tag: str, rest: tuple):
+    """A pandas DataFrame, Series or Index rebuilt from what the recorder sent (only plain values and
+    numpy dtypes: nothing of the kernel's runs here); one with a part the recorder did not carry
+    equals nothing (``Unrecorded``)."""
+    try:
+        value = _pandas_object(tag, rest)
+    except _NotCarried as e:
+        return Unrecorded(f"{tag} with {e}")
+    if any(isinstance(part, Unrecorded) for part in _pandas_parts(value)):
+        return Unrecorded(f"{tag} with values not recorded")
+    return value
+
+
+def _pandas_parts(value):
+    import pandas
+
+    if isinstance(value, pandas.DataFrame):
+        yield from (value.index.name, *value.columns, *value.index)
+        for j in range(value.shape[1]):
+            yield from value.iloc[:, j].tolist()
+    elif isinstance(value, pandas.Series):
+        yield from (value.name, value.index.name, *value.index, *value.tolist())
+    elif isinstance(value, pandas.Index):
+        yield from (value.name, *value)
+
+
+def _pandas_object(tag: str, rest: tuple):
+    import pandas
+
+    if tag == "range":
+        if len(rest) != 4 or not all(type(n) is int for n in rest[:3]) or rest[2] == 0:
+            raise Unreadable("range")
+        return pandas.RangeIndex(rest[0], rest[1], rest[2], name=decode(rest[3]))
+    if tag == "index" and len(rest) == 2:
+        values, dtype = _values(rest[0])
+        return pandas.Index(values, dtype=dtype, name=decode(rest[1]), copy=False)
+    if tag == "series" and len(rest) == 3:
+        values, dtype = _values(rest[0])
+        index = decode(rest[1])
+        if isinstance(index, Unrecorded):
+            raise _NotCarried(index.what)
+        if not isinstance(index, pandas.Index) or len(index) != len(values):
+            raise Unreadable("series")
+        return pandas.Series(values, index=index, dtype=dtype, name=decode(rest[2]), copy=False)
+    if tag == "frame" and len(rest) == 3 and isinstance(rest[2], list):
+        index, columns = decode(rest[0]), decode(rest[1])
+        for part in (index, columns):
+            if isinstance(part, Unrecorded):
+                raise _NotCarried(part.what)
+        if not (isinstance(index, pandas.Index) and isinstance(columns, pandas.Index) and len(columns) == len(rest[2])):
+            raise Unreadable("frame")
+        data = {}
+        for j, col in enumerate(rest[2]):
+            values, dtype = _values(col)
+            if len(values) != len(index):
+                raise Unreadable("frame")
+            data[j] = pandas.Series(values, index=index, dtype=dtype, copy=False)
+        frame = pandas.DataFrame(data, index=index)
+        frame.columns = columns
+        return frame
+    raise Unreadable(f"malformed {tag} record")
 
 
 def parse_records(text) -> list[tuple[object, int, object]] | None:
@@ -509,13 +713,21 @@ def holds(site: Site, value, expected=None) -> bool:
             return bool(_comparison(site.expr)(value, expected))
         if site.kind == "compare":
             return bool(expected == value if site.literal_first else value == expected)
-        module = {"numpy": numpy, "numpy.testing": numpy.testing, "math": math}[site.module]
+        module = {"numpy": numpy, "numpy.testing": numpy.testing, "math": math}.get(site.module) or _pandas_testing(site.module)
         func = getattr(module, site.func)
         args = (expected, value) if site.literal_first else (value, expected)
         result = func(*args, **(site.keywords or {}))
         return True if site.kind == "statement" else bool(result)
     except Exception:  # noqa: BLE001  (an AssertionError from numpy.testing, an ambiguous truth value, ...)
         return False
+
+
+def _pandas_testing(module: str):
+    if module != "pandas.testing":
+        raise KeyError(module)
+    import pandas.testing
+
+    return pandas.testing
 
 
 def expected_values(site: Site) -> list | None:

@@ -188,8 +188,8 @@ class Flow:
             name = todo.pop()
             was = self.state.get(name)
             self.state[name] = False
-            if was is not False:
-                todo.extend(self.alias.get(name, ()))
+            if was is not False:      # a module or built-in it was tied to changes only by rebinding
+                todo.extend(n for n in self.alias.get(name, ()) if not self._fixed(n) and n not in self.immutable)
 
     def _module(self, name: str) -> bool:
         target = self.bind.get(name)
@@ -201,22 +201,37 @@ class Flow:
             (name in self.funcs and self.state.get(name) is True)
 
     def _tie(self, name: str, value: ast.expr | None) -> None:
-        if value is None or _fresh(value):
+        if value is None:
             return
-        for other in _names(value) - _local_names(value):
-            if other != name and not self._module(other) and other not in self.funcs:
+        for other in _shared(value):
+            if other != name and not self._fixed(other) and other not in self.funcs:
                 self.alias.setdefault(name, set()).add(other)
                 self.alias.setdefault(other, set()).add(name)
+
+    def _rebind(self, name: str) -> None:
+        """``name`` now holds a new value: it shares nothing with what it was tied to, but what was
+        tied through it (``b = a; c = b``) still shares, so those stay tied to one another."""
+        others = self.alias.pop(name, set())
+        for o in others:
+            self.alias[o].discard(name)
+            self.alias[o] |= others - {o}
 
     def assign(self, target: ast.expr, value: ast.expr | None, clean: bool, whole: bool = False) -> None:
         """``target = value``; ``whole``: each part of the target may take any part of the value (a loop)."""
         if isinstance(target, ast.Name):
             self.state[target.id] = clean
+            self._rebind(target.id)
             self._tie(target.id, value)
             if clean and value is not None and (_constant_items(value) if whole else _constant(value)):
                 self.immutable.add(target.id)
             else:
                 self.immutable.discard(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)) and whole and _rows(value, len(target.elts)) and \
+                not any(isinstance(t, ast.Starred) for t in target.elts):
+            # for n, fr in [(7, (0.6, 0.4)), (9, np.array(...))]: each name takes its column of the rows
+            for k, t in enumerate(target.elts):
+                column = ast.copy_location(ast.List(elts=[row.elts[k] for row in value.elts], ctx=ast.Load()), value)
+                self.assign(t, column, clean and self.clean(column), whole)
         elif isinstance(target, (ast.Tuple, ast.List)):
             parts = value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts) \
                 and not any(isinstance(e, ast.Starred) for e in value.elts) and not whole else None
@@ -244,7 +259,7 @@ class Flow:
             if not self.clean(call.func) and self._library_method(call.func):
                 pass        # LogisticRegression(C=c).fit(X, y): the library's own method leaves X alone
             elif not self.clean(call.func) or any(self._callable(a) for a in dirty):
-                self.taint(set().union(*(_names(a) - _local_names(a) for a in handed if not _fresh(a)))
+                self.taint(set().union(*(_shared(a) for a in handed))
                            | ({base} if base else set()))
             elif dirty and base:
                 self.taint({base})
@@ -400,6 +415,13 @@ def _global_mentions(body: list[ast.stmt], local: frozenset = frozenset()) -> tu
     return stores, loads
 
 
+def _rows(value: ast.expr | None, width: int) -> bool:
+    """A list or tuple display of list or tuple displays, each ``width`` long, nothing starred."""
+    return isinstance(value, (ast.List, ast.Tuple)) and bool(value.elts) and all(
+        isinstance(row, (ast.List, ast.Tuple)) and len(row.elts) == width and not any(isinstance(x, ast.Starred) for x in row.elts)
+        for row in value.elts)
+
+
 def _constant(value: ast.expr) -> bool:
     """A literal number, string, bool, None or tuple of them (nothing that can change in place)."""
     try:
@@ -429,10 +451,39 @@ def _base(node: ast.expr) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
+def _shared(value: ast.expr) -> set[str]:
+    """The names whose objects ``value`` may be, hold or view: none for a new value (``_fresh``);
+    for a call, what its receiver and its arguments may share (``pd.DataFrame(rng.uniform(…))``
+    shares nothing with ``rng``; ``x.drop(…)`` may share with ``x``); for anything else not known,
+    every name it reads."""
+    if _fresh(value):
+        return set()
+    if isinstance(value, ast.Name):
+        return {value.id}
+    if isinstance(value, (ast.Attribute, ast.Subscript, ast.Starred)):
+        return _shared(value.value)
+    if isinstance(value, ast.Call):
+        return set().union(_shared(value.func), *(_shared(a) for a in [*value.args, *(k.value for k in value.keywords)]))
+    if isinstance(value, (ast.List, ast.Tuple, ast.Set, ast.BoolOp)):
+        return set().union(*(_shared(e) for e in (value.values if isinstance(value, ast.BoolOp) else value.elts)))
+    if isinstance(value, ast.IfExp):
+        return _shared(value.body) | _shared(value.orelse)
+    return _names(value) - _local_names(value)
+
+
 def _fresh(value: ast.expr) -> bool:
-    """A value that shares no object with the names it reads."""
-    if isinstance(value, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.JoinedStr)):
+    """A value that shares no object with the names it reads: a new number, array or copy, or a
+    display or comprehension of them (``[t.copy() for t in tables]``); ``a or b`` is one of its operands."""
+    if isinstance(value, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.JoinedStr)):
         return True
+    if isinstance(value, ast.BoolOp):
+        return all(_fresh(v) for v in value.values)
+    if isinstance(value, (ast.List, ast.Tuple, ast.Set)):
+        return all(_fresh(e) for e in value.elts)
+    if isinstance(value, (ast.ListComp, ast.SetComp, ast.GeneratorExp)):
+        return _fresh(value.elt)
+    if isinstance(value, ast.DictComp):
+        return _fresh(value.key) and _fresh(value.value)
     return isinstance(value, ast.Call) and _final(value.func) in _COPIES
 
 
