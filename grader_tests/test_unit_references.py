@@ -78,6 +78,8 @@ def test_a_students_cell_that_may_change_a_name_takes_it_out(student):
     ("x = data[:3]", []),
     ("def g():\n    global data\n    data = data * 2", []),
     ("def g(data):\n    return data * 2", ["_twice(data)", "data", "_twice(data[:_k])", "len(data)"]),  # a parameter
+    ("def g(x):\n    from numpy import asarray as data\n    return data(x)", ["_twice(data)", "data", "_twice(data[:_k])", "len(data)"]),  # its own import
+    ("from numpy import asarray as data", []),
     ("np.random.seed(0)\nprint(len(range(3)))", ["_twice(data)", "data", "_twice(data[:_k])", "len(data)"]),
     ("_twice = lambda v: v", []),                          # the author's function, rebound
 ])
@@ -135,6 +137,15 @@ def test_what_a_students_cell_mentions_is_not_clean(student, left):
     # a name bound anew shares nothing with what it held, but what was tied through it stays tied
     ("_a = data\n_b = _a\n_a = np.zeros(6)\n_got = f(_b)\nassert np.allclose(f(1), _twice(data[1]))", []),
     ("_a = data\n_a = np.zeros(6)\n_got = f(_a)\nassert np.allclose(f(1), _twice(data[1]))", ["_twice(data[1])"]),
+    # `+=` may change the object in place: the name keeps its ties
+    ("_a = data\n_a += 1\n_got = f(_a)\nassert np.allclose(f(1), _twice(data[1]))", []),
+    # a loop over a list bound just before: numbers in its rows stay clean when handed over, what the
+    # rows hold otherwise does not
+    ("_cases = [(2, [1.0]), (3, [2.0])]\nfor _n, _v in _cases:\n    f(_n)\nassert np.allclose(f(1), _twice(_cases[0][0]))",
+     ["_twice(_cases[0][0])"]),
+    ("_cases = [(2, [1.0]), (3, [2.0])]\nfor _n, _v in _cases:\n    f(_v)\nassert np.allclose(f(1), _twice(_cases[0][0]))", []),
+    ("_cases = [(2, [1.0]), (3, [2.0])]\n_cases.append((data, data))\nfor _n, _v in _cases:\n    f(_n)\n"
+     "assert np.allclose(f(1), _twice(_cases[0][0]))", []),
     # both sides the student's, or both the author's: not a reference check
     ("assert f(1) == f(1.0)", []),
     ("assert _twice(1) == 2 * data[1]", []),

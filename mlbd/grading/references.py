@@ -118,6 +118,7 @@ class Flow:
     students: set[str] = field(default_factory=set)            # names a student's cell binds (maybe functions)
     defs: dict[str, ast.AST] = field(default_factory=dict)      # author function or lambda -> its node
     immutable: set[str] = field(default_factory=set)            # bound to a number, string, tuple of them
+    displays: dict[str, ast.expr] = field(default_factory=dict)  # bound to a list or tuple display, untouched since
     visit: object = None      # called with each assignment or definition and whether its value is clean
     after_student: bool = False
 
@@ -204,9 +205,16 @@ class Flow:
         if value is None:
             return
         for other in _shared(value):
-            if other != name and not self._fixed(other) and other not in self.funcs:
-                self.alias.setdefault(name, set()).add(other)
-                self.alias.setdefault(other, set()).add(name)
+            self._tie_names(name, other)
+
+    def _shares_names(self, value: ast.expr) -> bool:
+        """Whether ``value`` may share an object with a name (not a module or a function)."""
+        return any(not self._fixed(n) and n not in self.funcs for n in _shared(value))
+
+    def _tie_names(self, name: str, other: str) -> None:
+        if other != name and not self._fixed(other) and other not in self.funcs:
+            self.alias.setdefault(name, set()).add(other)
+            self.alias.setdefault(other, set()).add(name)
 
     def _rebind(self, name: str) -> None:
         """``name`` now holds a new value: it shares nothing with what it was tied to, but what was
@@ -222,6 +230,10 @@ class Flow:
             self.state[target.id] = clean
             self._rebind(target.id)
             self._tie(target.id, value)
+            if isinstance(value, (ast.List, ast.Tuple)) and not whole:
+                self.displays[target.id] = value
+            else:
+                self.displays.pop(target.id, None)
             if clean and value is not None and (_constant_items(value) if whole else _constant(value)):
                 self.immutable.add(target.id)
             else:
@@ -231,7 +243,11 @@ class Flow:
             # for n, fr in [(7, (0.6, 0.4)), (9, np.array(...))]: each name takes its column of the rows
             for k, t in enumerate(target.elts):
                 column = ast.copy_location(ast.List(elts=[row.elts[k] for row in value.elts], ctx=ast.Load()), value)
-                self.assign(t, column, clean and self.clean(column), whole)
+                # numbers and strings in a row cannot change, and a column of new objects (`X + noise`,
+                # `make()`: nothing they share with a name) holds a different object in each row, so
+                # what a pass did to one row's object is not what the next row binds
+                own = _constant_items(column) or all(not self._shares_names(e) for e in column.elts)
+                self.assign(t, column, self.clean(column) if own else clean and self.clean(column), whole)
         elif isinstance(target, (ast.Tuple, ast.List)):
             parts = value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts) \
                 and not any(isinstance(e, ast.Starred) for e in value.elts) and not whole else None
@@ -243,6 +259,7 @@ class Flow:
         else:       # x[i] = v, x.a = v: x now holds v
             base = _base(target)
             if base:
+                self.displays.pop(base, None)
                 if not clean or not self.clean(target):
                     self.taint([base])
                 else:
@@ -254,6 +271,8 @@ class Flow:
         handed a value that is not clean (``xs.append(v)``)."""
         for call in _calls(stmt):
             handed = [*call.args, *(k.value for k in call.keywords)]
+            for n in set().union(*(_shared(a) for a in handed), _shared(call.func)):
+                self.displays.pop(n, None)      # what a call is handed or called on may change
             dirty = [a for a in handed if not self.clean(a)]
             base = _base(call.func) if isinstance(call.func, ast.Attribute) else None
             if not self.clean(call.func) and self._library_method(call.func):
@@ -304,8 +323,16 @@ class Flow:
             return
         if isinstance(stmt, (ast.For, ast.AsyncFor)):
             self.effects(ast.Expr(stmt.iter))
+            it, rows = stmt.iter, None
+            if isinstance(it, ast.Name) and it.id in self.displays and self.clean_name(it.id):
+                rows = self.displays[it.id]     # `cases = [(X, 3), ...]` then `for data, k in cases:`
             for n in range(3):      # what one pass taints reaches the next
-                self.assign(stmt.target, stmt.iter, self.clean(stmt.iter), whole=True)
+                if rows is None:
+                    self.assign(stmt.target, it, self.clean(it), whole=True)
+                else:
+                    self.assign(stmt.target, rows, self.clean(it), whole=True)
+                    for t in _names(stmt.target, ast.Store) - self.immutable:
+                        self._tie_names(t, it.id)      # what it takes is an element of the list
                 self.block(stmt.body, checks if n == 2 else frozenset(), found)
             self.block(stmt.orelse)
             return
@@ -354,10 +381,19 @@ class Flow:
         elif isinstance(stmt, ast.AugAssign):
             ok = self.clean(stmt.value) and self.clean(stmt.target) if not isinstance(stmt.target, ast.Name) \
                 else self.clean(stmt.value) and self.clean_name(stmt.target.id)
-            self.assign(stmt.target, stmt.value, ok)
+            if isinstance(stmt.target, ast.Name):     # `xs += ys` may change xs in place: its ties stay
+                self.state[stmt.target.id] = ok
+                self._tie(stmt.target.id, stmt.value)
+                self.displays.pop(stmt.target.id, None)
+                self.immutable.discard(stmt.target.id)
+            else:
+                self.assign(stmt.target, stmt.value, ok)
         elif isinstance(stmt, ast.Delete):
             for t in stmt.targets:
-                self.taint(_names(t, ast.Del) | ({_base(t)} if _base(t) else set()))
+                gone = _names(t, ast.Del) | ({_base(t)} if _base(t) else set())
+                self.taint(gone)
+                for n in gone:
+                    self.displays.pop(n, None)
 
     def block(self, body, checks: frozenset = frozenset(), found=None) -> None:
         for stmt in body:
@@ -377,6 +413,7 @@ class Flow:
         for name in names:      # rebound: no longer the author's
             self.state[name] = False
             self.defs.pop(name, None)
+            self.displays.pop(name, None)
             self.immutable.discard(name)
         self.taint(names)
         self.students |= names
@@ -397,8 +434,10 @@ def _global_mentions(body: list[ast.stmt], local: frozenset = frozenset()) -> tu
             inner = node.body if isinstance(node.body, list) else [ast.Expr(node.body)]
             declared = {n for s in ast.walk(ast.Module(body=inner, type_ignores=[]))
                         if isinstance(s, (ast.Global,)) for n in s.names}
+            imported = {a.asname or a.name.split(".")[0] for s in ast.walk(ast.Module(body=inner, type_ignores=[]))
+                        if isinstance(s, (ast.Import, ast.ImportFrom)) for a in s.names if a.name != "*"}
             mine = ({a.arg for a in ast.walk(args) if isinstance(a, ast.arg)}
-                    | _names(ast.Module(body=inner, type_ignores=[]), ast.Store)) - declared
+                    | _names(ast.Module(body=inner, type_ignores=[]), ast.Store) | imported) - declared
             s2, l2 = _global_mentions(inner, frozenset(mine))
             stores |= s2
             loads |= l2
@@ -407,7 +446,7 @@ def _global_mentions(body: list[ast.stmt], local: frozenset = frozenset()) -> tu
             stores.add(node.name)
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             for a in node.names:
-                if a.name != "*":
+                if a.name != "*" and (a.asname or a.name.split(".")[0]) not in local:   # a function's own import is its own
                     stores.add(a.asname or a.name.split(".")[0])
         if isinstance(node, ast.Name) and node.id not in local:
             (loads if isinstance(node.ctx, ast.Load) else stores).add(node.id)
