@@ -136,3 +136,25 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def grade_submissions(course: Path, assignment: str, env: dict, subs: dict, notebook: str) -> dict[str, dict]:
+    """Each student's notebook (``subs``: student → NotebookNode) submitted as ``notebook`` to the
+    scratch ``course``, graded by real ``mlbd grade --jobs 2``; student → ``.mlbd/results`` record."""
+    import json
+    import subprocess
+    import sys
+
+    import nbformat
+
+    from mlbd.course import tool_env
+
+    for student, nb in subs.items():
+        folder = course / "submitted" / student / assignment
+        folder.mkdir(parents=True)
+        nbformat.write(nb, str(folder / notebook))
+        (folder / "timestamp.txt").write_text("2026-01-05 12:00:00+00:00")
+    proc = subprocess.run([sys.executable, "-m", "mlbd.cli", "grade", assignment, "--course-dir", str(course), "--jobs", "2"],
+                          env=tool_env(env), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {s: json.loads((course / ".mlbd" / "results" / assignment / f"{s}.json").read_text()) for s in subs}

@@ -9,18 +9,15 @@ blank scored the test's 7 points unflagged (checked by grading the notebook of c
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from mlbd import validate
-from mlbd.course import tool_env
 from mlbd.demo import scratch_course
 
-from conftest import RIGHT_DIR, ROOT, WRONG_DIR, release_path, source_notebooks
+from conftest import RIGHT_DIR, ROOT, WRONG_DIR, grade_submissions, release_path, source_notebooks
 from test_grading_redteam import _PAIR_AWARE
 
 pytestmark = pytest.mark.xdist_group("grading-course-references")
@@ -54,15 +51,7 @@ def graded(tmp_path_factory):
     subs = {"solution": _with(source), "hooked_blank": _with(release_path(source), hook=_PAIR_AWARE)}
     subs.update({f"wrong{n}": _with(source, a.code) for n, a in enumerate(wrong)})
     subs.update({f"right{n}": _with(source, a.code) for n, a in enumerate(right)})
-    for student, nb in subs.items():
-        folder = course / "submitted" / student / ASSIGNMENT
-        folder.mkdir(parents=True)
-        nbformat.write(nb, str(folder / source.name))
-        (folder / "timestamp.txt").write_text("2026-01-05 12:00:00+00:00")
-    proc = subprocess.run([sys.executable, "-m", "mlbd.cli", "grade", ASSIGNMENT, "--course-dir", str(course), "--jobs", "2"],
-                          env=tool_env(env), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = {s: json.loads((course / ".mlbd" / "results" / ASSIGNMENT / f"{s}.json").read_text()) for s in subs}
+    results = grade_submissions(course, ASSIGNMENT, env, subs, source.name)
     cache = json.loads((course / ".mlbd" / "references" / f"{ASSIGNMENT}.json").read_text())
     return results, cache["expected"][source.stem], wrong, right, f"{source.stem}/{TEST}"
 

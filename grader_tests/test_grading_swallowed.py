@@ -13,18 +13,14 @@ handed to the student's function); with the grader of that commit as well (no pa
 `_check_frame` judged), 10 did, under a first version of the hook."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 
 import nbformat
 import pytest
 
 from mlbd import validate
-from mlbd.course import tool_env
 from mlbd.demo import scratch_course
 
-from conftest import ROOT, WRONG_DIR, release_path, source_notebooks
+from conftest import ROOT, WRONG_DIR, grade_submissions, release_path, source_notebooks
 
 pytestmark = pytest.mark.xdist_group("grading-swallowed")
 
@@ -85,15 +81,7 @@ def graded(tmp_path_factory):
     wrong = validate.parse_wrong_answers((WRONG_DIR / f"{ASSIGNMENT}.txt").read_text())
     subs = {"solution": _hooked(source), "blank": _hooked(release_path(source))}
     subs.update({f"wrong{n:02d}": _hooked(source, a.solution_id, a.code) for n, a in enumerate(wrong)})
-    for student, nb in subs.items():
-        folder = course / "submitted" / student / ASSIGNMENT
-        folder.mkdir(parents=True)
-        nbformat.write(nb, str(folder / source.name))
-        (folder / "timestamp.txt").write_text("2026-01-05 12:00:00+00:00")
-    proc = subprocess.run([sys.executable, "-m", "mlbd.cli", "grade", ASSIGNMENT, "--course-dir", str(course), "--jobs", "2"],
-                          env=tool_env(env), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = {s: json.loads((course / ".mlbd" / "results" / ASSIGNMENT / f"{s}.json").read_text()) for s in subs}
+    results = grade_submissions(course, ASSIGNMENT, env, subs, source.name)
     judged = {}
     for s in subs:
         nb = nbformat.read(str(course / "autograded" / s / ASSIGNMENT / source.name), as_version=4)

@@ -12,7 +12,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from mlbd.grading import instructor_run, integrity, literals, prune, references
+from mlbd.grading import instructor_run, integrity, literals, references
 from mlbd.grading.protocol import MARK
 
 pytestmark = pytest.mark.unit
