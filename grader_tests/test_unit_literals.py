@@ -158,6 +158,17 @@ def test_pandas_frames_series_and_indexes_come_back_equal_and_the_rest_equals_no
         assert literals.holds(site, v, v) and not literals.holds(site, back, v)
 
 
+def test_sets_come_back_as_sets_and_a_forged_one_equals_nothing():
+    ns = _kernel()
+    ns["_t_chk"](0, {"TP", "FP", "recall"})
+    ns["_t_chk"](1, frozenset({1, 2.5}))
+    got = literals.parse_records(repr(ns["_t_chk"].take()))
+    assert got[0][2] == {"TP", "FP", "recall"} and type(got[0][2]) is set
+    assert got[1][2] == frozenset({1, 2.5}) and type(got[1][2]) is frozenset
+    forged = literals.parse_records(repr(repr([(1, 0, ("set", [("l", [])]))])))
+    assert isinstance(forged[0][2], literals.Unrecorded)
+
+
 def test_a_value_the_recorder_does_not_carry_equals_nothing():
     class Yes(int):            # an answer whose == says yes to anything
         def __eq__(self, other):

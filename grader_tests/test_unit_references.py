@@ -250,6 +250,15 @@ def test_pandas_checks_and_the_authors_wrappers_of_them_are_judged_here():
     assert verdict.failed is not None and verdict.failed.message == "column a"
 
 
+def test_a_pandas_equals_check_is_judged_here():
+    test = PD_TEST.split("_check_frame(_got")[0] + 'assert _got.equals(_df * 2), "f is wrong"\n'
+    assert _refs(_nb(test=test, setup=PD_SETUP)) == ["_df * 2"]
+    kernel, verdict = _graded(lambda v: 2 * np.asarray(v), test=test, setup=PD_SETUP)
+    assert verdict.failed is None and ".equals(" not in kernel
+    _, verdict = _graded(lambda v: 2 * np.asarray(v) + 1e-12, swallow=True, test=test, setup=PD_SETUP)
+    assert verdict.failed is not None and verdict.failed.message == "f is wrong"
+
+
 @pytest.mark.parametrize("wrapper", [
     PD_WRAPPER.replace("raise AssertionError(msg) from None", "pass"),                   # swallows
     PD_WRAPPER.replace("except AssertionError:", "except AssertionError:\n        print(want)"),

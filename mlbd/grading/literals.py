@@ -310,8 +310,20 @@ class CheckFinder:
             spell = lambda o: _VALUE if o is val else _EXPECTED if self.reference and o is ref else self._text(o)  # noqa: E731
             expr = spell(operands[0]) + "".join(f" {_OPS[type(op)]} {spell(o)}" for op, o in zip(test.ops, test.comparators))
             self._add(stmt, test, fixed, val, Site(0, "compare", "", operands.index(ref) < operands.index(val), expr=expr))
+        elif isinstance(test, ast.Call) and _equals_method(test):
+            self._equals(stmt, test)
         elif isinstance(test, ast.Call):
             self._call(stmt, test, "call")
+
+    def _equals(self, stmt, node) -> None:
+        """``assert a.equals(b)``: pandas' own equality of two frames, series or indexes."""
+        a, b = node.func.value, node.args[0]
+        roles = (self.role(a), self.role(b))
+        if set(roles) != {FIXED, VALUE}:
+            return
+        first = roles[0] == FIXED
+        fixed, val = (a, b) if first else (b, a)
+        self._add(stmt, node, [fixed], val, Site(0, "call", "", first, PANDAS_METHOD, "equals", {}))
 
     def _call(self, stmt, node, kind) -> None:
         where, message = resolve(node.func, self.bind), None
@@ -332,6 +344,14 @@ class CheckFinder:
         first = roles[0] == FIXED
         fixed, val = (a, b) if first else (b, a)
         self._add(stmt, node, [fixed], val, Site(0, kind, "", first, where[0], where[1], keywords), message)
+
+
+PANDAS_METHOD = "pandas method"     # a Site's module when its check is a method of a pandas object
+
+
+def _equals_method(node: ast.Call) -> bool:
+    return isinstance(node.func, ast.Attribute) and node.func.attr == "equals" and len(node.args) == 1 \
+        and not node.keywords and not isinstance(node.args[0], ast.Starred)
 
 
 def _unwrapped(call: ast.Call, message_param: str) -> tuple[ast.Call | None, ast.expr | None]:
@@ -428,6 +448,10 @@ def _{nonce}_make():
             if len(v) > budget[0]:
                 return ("?", "too large")
             return ("l" if t is list else "t", [enc(x, depth + 1) for x in v])
+        if t is set or t is frozenset:
+            if len(v) > budget[0]:
+                return ("?", "too large")
+            return ("set" if t is set else "fset", [enc(x, depth + 1) for x in v])
         np = sys.modules.get("numpy")
         if np is not None:
             if t is np.ndarray:
@@ -560,6 +584,12 @@ def decode(e):
     if tag in ("l", "t") and len(rest) == 1 and isinstance(rest[0], list):
         items = [decode(x) for x in rest[0]]
         return items if tag == "l" else tuple(items)
+    if tag in ("set", "fset") and len(rest) == 1 and isinstance(rest[0], list):
+        items = [decode(x) for x in rest[0]]
+        try:
+            return set(items) if tag == "set" else frozenset(items)
+        except TypeError:           # an item the kernel sent that cannot be in a set: equals nothing
+            return Unrecorded(tag)
     if tag == "a" and len(rest) == 3 and isinstance(rest[0], str) and isinstance(rest[1], list) and isinstance(rest[2], list):
         dtype = numpy.dtype(rest[0])
         shape = tuple(int(n) for n in rest[1])
@@ -713,6 +743,9 @@ def holds(site: Site, value, expected=None) -> bool:
             return bool(_comparison(site.expr)(value, expected))
         if site.kind == "compare":
             return bool(expected == value if site.literal_first else value == expected)
+        if site.module == PANDAS_METHOD and site.func == "equals":
+            first, second = (expected, value) if site.literal_first else (value, expected)
+            return _is_pandas(first) and bool(first.equals(second))
         module = {"numpy": numpy, "numpy.testing": numpy.testing, "math": math}.get(site.module) or _pandas_testing(site.module)
         func = getattr(module, site.func)
         args = (expected, value) if site.literal_first else (value, expected)
@@ -720,6 +753,12 @@ def holds(site: Site, value, expected=None) -> bool:
         return True if site.kind == "statement" else bool(result)
     except Exception:  # noqa: BLE001  (an AssertionError from numpy.testing, an ambiguous truth value, ...)
         return False
+
+
+def _is_pandas(value) -> bool:
+    import pandas
+
+    return type(value) in (pandas.DataFrame, pandas.Series, pandas.Index, pandas.RangeIndex)
 
 
 def _pandas_testing(module: str):

@@ -51,7 +51,7 @@ _COPIES = {"copy", "deepcopy", "array", "zeros", "ones", "empty", "full", "zeros
            "isclose", "array_equal", "equals", "astype", "tolist", "list", "tuple", "dict", "set", "sorted",
            "normal", "uniform", "integers", "random", "standard_normal", "permutation", "rand", "randn", "randint",
            "binomial", "poisson", "exponential", "predict", "predict_proba", "decision_function", "transform",
-           "fit_transform", "score"}
+           "fit_transform", "score", "train_test_split"}
 _BUILTINS = set(vars(builtins))
 
 
