@@ -158,6 +158,22 @@ def test_pandas_frames_series_and_indexes_come_back_equal_and_the_rest_equals_no
         assert literals.holds(site, v, v) and not literals.holds(site, back, v)
 
 
+def test_the_size_limit_is_per_cell_not_per_notebook():
+    """Each cell's values are bounded (50,000 items) and the bound starts again when the grader takes
+    them: a notebook whose earlier cells recorded large frames still records the later cells' values
+    (coursework 1's honest solution lost 38 points under mlbd grade while the bound ran over the
+    whole notebook, canaries included)."""
+    ns = _kernel()
+    for _ in range(5):
+        ns["_t_chk"](0, np.zeros(30_000))
+        got = literals.parse_records(repr(ns["_t_chk"].take()))
+        assert not isinstance(got[0][2], literals.Unrecorded), got[0][2]
+    ns["_t_chk"](0, np.zeros(30_000))
+    ns["_t_chk"](1, np.zeros(30_000))
+    got = literals.parse_records(repr(ns["_t_chk"].take()))
+    assert isinstance(got[1][2], literals.Unrecorded)       # within one cell the bound holds
+
+
 def test_sets_come_back_as_sets_and_a_forged_one_equals_nothing():
     ns = _kernel()
     ns["_t_chk"](0, {"TP", "FP", "recall"})

@@ -428,7 +428,7 @@ def rewrite(source: str, name: str, bind: dict, base: int = 0, keep: frozenset =
 RECORDER = r'''
 def _{nonce}_make():
     import sys
-    records, budget = [], [50_000]
+    records, budget = [], [50_000]     # values encoded since the grader last took them (one cell)
     def enc(v, depth=0):
         budget[0] -= 1
         if budget[0] < 0 or depth > 20:
@@ -518,6 +518,7 @@ def _{nonce}_make():
             n = None
         out = repr([r for r in records if everything or r[0] == n])
         records.clear()
+        budget[0] = 50_000
         return out
     chk.take = take
     chk.v = lambda key, value: (chk(key, value), value)[1]
