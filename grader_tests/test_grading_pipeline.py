@@ -179,6 +179,46 @@ def test_kill_9_then_rerun_loses_and_doubles_nothing(base_course, tmp_path):
         assert alive, f"{owner.parent} outlived its grader"
 
 
+def test_kill_9_of_the_grader_alone_leaves_no_process(base_course, tmp_path):
+    """`kill -9` of the `mlbd grade` process only (not its process group, as a scheduler or a
+    supervisor may do): its pool workers, their zygotes and kernels end within seconds instead of
+    idling on under init (before, 10 of its 13 descendants were still there an hour later)."""
+    import os
+
+    import psutil
+
+    course = clone(base_course, tmp_path / "course")
+    for i in range(4):
+        w.submit(course, f"extra{i}", w.answered(course, w.RIGHT))
+    proc = subprocess.Popen([sys.executable, "-m", "mlbd.cli", "grade", w.ASSIGNMENT, "--course-dir", str(course),
+                             "--jobs", "2", "--force"], env=tool_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    results = course / ".mlbd" / "results" / w.ASSIGNMENT
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(results.glob("extra*.json")):
+        time.sleep(0.2)
+    family = [(c.pid, c.create_time()) for c in psutil.Process(proc.pid).children(recursive=True)]
+    assert family, "the grader had started no workers"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline, left = time.time() + 15, family
+    while left and time.time() < deadline:
+        time.sleep(0.5)
+        left = [(pid, t) for pid, t in left if psutil.pid_exists(pid) and _same(pid, t)]
+    for pid, _ in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} of the grader's {len(family)} processes outlived it"
+
+
+def _same(pid: int, created: float) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time() == created
+    except psutil.Error:
+        return False
+
+
 @pytest.mark.slow
 def test_dask_localcluster(base_course, tmp_path):
     course = clone(base_course, tmp_path / "course")

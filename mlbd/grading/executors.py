@@ -14,14 +14,41 @@ from ..course import CourseError
 from .protocol import Job
 
 
+def _exit_with(pid: int, started: float) -> None:
+    """A pool worker's initializer: the worker (and so, through bubblewrap's ``--die-with-parent``,
+    its zygote and kernels) ends within a second of the grading process that started it, however
+    that process ended (``kill -9`` of it alone leaves the forkserver's workers to init otherwise)."""
+    import threading
+    import time
+
+    import psutil
+
+    def alive() -> bool:
+        try:
+            return psutil.Process(pid).create_time() == started
+        except psutil.Error:
+            return False
+
+    def watch() -> None:
+        while alive():
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mlbd-exit-with-grader", daemon=True).start()
+
+
 class LocalPool:
     kind = "local"
 
     def __init__(self, jobs: int):
+        import psutil
+
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["mlbd.grading.execute"])
         self.jobs = jobs
-        self.pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+        me = os.getpid()
+        self.pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_exit_with,
+                                           initargs=(me, psutil.Process(me).create_time()))
         self.description = f"local process pool, {jobs} worker(s)"
 
     def submit(self, fn, job: Job):
