@@ -158,3 +158,17 @@ def grade_submissions(course: Path, assignment: str, env: dict, subs: dict, note
                           env=tool_env(env), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {s: json.loads((course / ".mlbd" / "results" / assignment / f"{s}.json").read_text()) for s in subs}
+
+
+def submission(path: Path, solution_id: str | None = None, code: str | None = None, hook: str | None = None):
+    """The notebook at ``path`` with the solution cell ``solution_id`` replaced by ``code`` and
+    ``hook`` as a free cell after the first one (what a student could add)."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        if solution_id and cell.metadata.get("nbgrader", {}).get("grade_id") == solution_id:
+            cell.source = code
+    if hook:
+        nb.cells.insert(1, nbformat.v4.new_code_cell(hook))
+    return nb

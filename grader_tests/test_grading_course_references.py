@@ -9,32 +9,18 @@ blank scored the test's 7 points unflagged (checked by grading the notebook of c
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import nbformat
 import pytest
 
 from mlbd import validate
 from mlbd.demo import scratch_course
 
-from conftest import RIGHT_DIR, ROOT, WRONG_DIR, grade_submissions, release_path, source_notebooks
+from conftest import RIGHT_DIR, ROOT, WRONG_DIR, grade_submissions, release_path, source_notebooks, submission
 from test_grading_redteam import _PAIR_AWARE
 
 pytestmark = pytest.mark.xdist_group("grading-course-references")
 
 ASSIGNMENT, SOLUTION, TEST = "lecture10", "backprop", "test_backprop"
-
-
-def _with(nb_path: Path, code: str | None = None, hook: str | None = None) -> nbformat.NotebookNode:
-    """The notebook at ``nb_path`` with SOLUTION's cell replaced by ``code`` and ``hook`` as a free
-    cell after the first one."""
-    nb = nbformat.read(str(nb_path), as_version=4)
-    for cell in nb.cells:
-        if code is not None and cell.metadata.get("nbgrader", {}).get("grade_id") == SOLUTION:
-            cell.source = code
-    if hook:
-        nb.cells.insert(1, nbformat.v4.new_code_cell(hook))
-    return nb
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +34,9 @@ def graded(tmp_path_factory):
     right = [a for a in validate.parse_right_answers((RIGHT_DIR / f"{ASSIGNMENT}.txt").read_text())
              if a.solution_id == SOLUTION]
     assert wrong and right
-    subs = {"solution": _with(source), "hooked_blank": _with(release_path(source), hook=_PAIR_AWARE)}
-    subs.update({f"wrong{n}": _with(source, a.code) for n, a in enumerate(wrong)})
-    subs.update({f"right{n}": _with(source, a.code) for n, a in enumerate(right)})
+    subs = {"solution": submission(source), "hooked_blank": submission(release_path(source), hook=_PAIR_AWARE)}
+    subs.update({f"wrong{n}": submission(source, SOLUTION, a.code) for n, a in enumerate(wrong)})
+    subs.update({f"right{n}": submission(source, SOLUTION, a.code) for n, a in enumerate(right)})
     results = grade_submissions(course, ASSIGNMENT, env, subs, source.name)
     cache = json.loads((course / ".mlbd" / "references" / f"{ASSIGNMENT}.json").read_text())
     return results, cache["expected"][source.stem], wrong, right, f"{source.stem}/{TEST}"

@@ -20,7 +20,7 @@ import pytest
 from mlbd import validate
 from mlbd.demo import scratch_course
 
-from conftest import ROOT, WRONG_DIR, grade_submissions, release_path, source_notebooks
+from conftest import ROOT, WRONG_DIR, grade_submissions, release_path, source_notebooks, submission
 
 pytestmark = pytest.mark.xdist_group("grading-swallowed")
 
@@ -61,15 +61,6 @@ JUDGE_ONLY = ("\nc.AssessSubmission.preprocessors = ['mlbd.grading.assess.FailUn
               "'mlbd.grading.assess.JudgeChecks', 'mlbd.grading.assess.ReportLimits']\n")
 
 
-def _hooked(path, solution_id=None, code=None) -> nbformat.NotebookNode:
-    nb = nbformat.read(str(path), as_version=4)
-    for cell in nb.cells:
-        if solution_id and cell.metadata.get("nbgrader", {}).get("grade_id") == solution_id:
-            cell.source = code
-    nb.cells.insert(1, nbformat.v4.new_code_cell(SWALLOW_EVERY_STATEMENT))
-    return nb
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("swallowed")
@@ -79,8 +70,9 @@ def graded(tmp_path_factory):
         f.write(JUDGE_ONLY)
     (source,) = source_notebooks(ASSIGNMENT)
     wrong = validate.parse_wrong_answers((WRONG_DIR / f"{ASSIGNMENT}.txt").read_text())
-    subs = {"solution": _hooked(source), "blank": _hooked(release_path(source))}
-    subs.update({f"wrong{n:02d}": _hooked(source, a.solution_id, a.code) for n, a in enumerate(wrong)})
+    hook = SWALLOW_EVERY_STATEMENT
+    subs = {"solution": submission(source, hook=hook), "blank": submission(release_path(source), hook=hook)}
+    subs.update({f"wrong{n:02d}": submission(source, a.solution_id, a.code, hook) for n, a in enumerate(wrong)})
     results = grade_submissions(course, ASSIGNMENT, env, subs, source.name)
     judged = {}
     for s in subs:
