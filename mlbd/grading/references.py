@@ -207,12 +207,16 @@ class Flow:
         for other in _shared(value):
             self._tie_names(name, other)
 
+    def _may_hold_shared(self, name: str) -> bool:
+        """Whether ``name`` can hold an object that another name shares (not a module or a function)."""
+        return not self._fixed(name) and name not in self.funcs
+
     def _shares_names(self, value: ast.expr) -> bool:
         """Whether ``value`` may share an object with a name (not a module or a function)."""
-        return any(not self._fixed(n) and n not in self.funcs for n in _shared(value))
+        return any(self._may_hold_shared(n) for n in _shared(value))
 
     def _tie_names(self, name: str, other: str) -> None:
-        if other != name and not self._fixed(other) and other not in self.funcs:
+        if other != name and self._may_hold_shared(other):
             self.alias.setdefault(name, set()).add(other)
             self.alias.setdefault(other, set()).add(name)
 
